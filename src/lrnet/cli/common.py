@@ -1,0 +1,25 @@
+"""Flags shared by several sub-commands, spelled as in the reference code."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_gpu_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-g", "--gpu", nargs="?", const=True, default=False, metavar="DEVICE",
+                        help="run on the GPU (cuda:0, or the device given, e.g. -g 1 or -g cuda:1)")
+
+
+def add_weights_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--weights", default=default, metavar="NAME|DIR",
+                        help=f"pretrained name (ffpp-raw, dfo), a folder with g1.pth/g2.pth, or a training run "
+                             f"(default: {default})")
+
+
+def add_branch_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-b", "--branch", choices=("g1", "g2", "all"), default="all",
+                        help="which branch(es) to use (default: all = g1 and g2)")
+
+
+def branches_of(choice: str):
+    return ("g1", "g2") if choice == "all" else (choice,)

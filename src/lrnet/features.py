@@ -1,0 +1,63 @@
+"""Model inputs cut from a landmark sequence: 30-frame blocks (g1) and their frame differences (g2).
+
+Shapes: a sequence is ``(frames, 136)``; blocks are ``(n_blocks, B, 136)``; differences are
+``(n_blocks, B - 1, 136)``. Everything is float32.
+
+Segmentation follows the reference implementation exactly: blocks start at frames 0, B, 2B, ...
+for every start ``s`` with ``s < N - B``. This drops the last full block when N is a multiple of B
+(e.g. 60 frames and B = 30 give one block, not two) and gives no block at all when N <= B. It is
+kept on purpose so that scores and metrics match the published numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+BRANCHES = ("g1", "g2")
+Branch = Literal["g1", "g2"]
+DEFAULT_BLOCK_SIZE = 30
+
+
+def num_blocks(n_frames, block_size: int = DEFAULT_BLOCK_SIZE):
+    """Blocks the reference cuts from `n_frames` frames: ``len(range(0, N - B, B))``.
+
+    Works on an int or on an integer array of frame counts (vectorised over videos).
+    """
+    if block_size < 2:
+        raise ValueError(f"block size must be at least 2 frames, got {block_size}")
+    n = np.asarray(n_frames, dtype=np.int64)
+    count = np.where(n > block_size, (n - block_size + block_size - 1) // block_size, 0)
+    return int(count) if count.ndim == 0 else count
+
+
+def cut_blocks(frames: np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE) -> np.ndarray:
+    """Cut a ``(frames, 136)`` sequence into ``(n_blocks, B, 136)`` g1 blocks.
+
+    Blocks are consecutive and do not overlap, so the result is a reshaped view of `frames` when
+    it is C-contiguous (no copy). An empty ``(0, B, 136)`` array means the sequence is too short.
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim != 2:
+        raise ValueError(f"expected a (frames, features) array, got shape {frames.shape}")
+    n = num_blocks(frames.shape[0], block_size)
+    return frames[: n * block_size].reshape(n, block_size, frames.shape[1])
+
+
+def frame_differences(blocks: np.ndarray) -> np.ndarray:
+    """g2 input: ``x[t + 1] - x[t]`` inside each block, ``(n, B, F) -> (n, B - 1, F)``.
+
+    Accepts a NumPy array or a torch tensor (the training loop computes differences per batch
+    on the device instead of storing a second copy of the data).
+    """
+    return blocks[:, 1:] - blocks[:, :-1]
+
+
+def branch_input(blocks: np.ndarray, branch: str) -> np.ndarray:
+    """The input of `branch` ("g1": the blocks themselves; "g2": their frame differences)."""
+    if branch == "g1":
+        return blocks
+    if branch == "g2":
+        return frame_differences(blocks)
+    raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")

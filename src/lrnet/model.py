@@ -1,0 +1,163 @@
+"""The LRNet branch model: landmark dropout -> bidirectional GRU -> residual MLP head -> 2 classes.
+
+One `LRNet` module serves both branches (g1 on block positions, g2 on frame differences). Its
+parameter names match the official PyTorch weights, so their state dicts load directly.
+The forward pass returns *logits* ``(batch, 2)`` over {real = 0, fake = 1}; use
+`fake_probability` / ``softmax`` for probabilities and ``log_softmax`` for losses (never
+``log(softmax)``, which underflows to -inf once a probability reaches 0 in float32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Dict, Mapping
+
+import torch
+from torch import nn
+
+from .errors import LrnetError
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of one branch, with the reference code's defaults and key names."""
+
+    feature_size: int = 136
+    lm_dropout_rate: float = 0.1
+    rnn_unit: int = 32
+    num_layers: int = 1
+    rnn_dropout_rate: float = 0.0
+    fc_dropout_rate: float = 0.5
+    res_hidden: int = 64
+    # Reference behaviour: one landmark-dropout mask per batch, shared by samples and frames.
+    per_sample_mask: bool = False
+    arch: str = "lrnet"
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        """Build from a mapping, ignoring keys that are not model hyper-parameters."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class LandmarkDropout(nn.Module):
+    """Drop whole landmarks (x and y of a point together) with probability `p` during training.
+
+    Kept points are scaled by ``1 / (1 - p)``. By default one mask of 68 points is drawn per call
+    and shared by every sample and frame of the batch (as the reference); with
+    ``per_sample=True`` each sample gets its own mask, still shared across its frames.
+    Input ``(batch, frames, 2 * points)`` with points interleaved as x0 y0 x1 y1 ...
+    """
+
+    def __init__(self, p: float = 0.1, per_sample: bool = False):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"landmark dropout rate must be in [0, 1), got {p}")
+        self.p = p
+        self.per_sample = per_sample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        points = x.shape[-1] // 2
+        shape = (x.shape[0], 1, points) if self.per_sample else (points,)
+        keep = torch.rand(shape, device=x.device) >= self.p
+        mask = keep.to(x.dtype).repeat_interleave(2, dim=-1) / (1.0 - self.p)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, per_sample={self.per_sample}"
+
+
+class FeedForward(nn.Module):
+    """``Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, d)`` (keys ``net.0``, ``net.3``)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Residual(nn.Module):
+    """``x + fn(x)``."""
+
+    def __init__(self, fn: nn.Module):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fn(x)
+
+
+class LRNet(nn.Module):
+    """One LRNet branch. Input ``(batch, frames, feature_size)``, output logits ``(batch, 2)``."""
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        super().__init__()
+        cfg = ModelConfig.from_dict({**(asdict(config) if config else {}), **overrides})
+        self.config = cfg
+        self.dropout_landmark = LandmarkDropout(cfg.lm_dropout_rate, cfg.per_sample_mask)
+        self.gru = nn.GRU(
+            input_size=cfg.feature_size,
+            hidden_size=cfg.rnn_unit,
+            num_layers=cfg.num_layers,
+            dropout=cfg.rnn_dropout_rate if cfg.num_layers > 1 else 0.0,
+            batch_first=True,
+            bidirectional=True,
+        )
+        # Learned initial state, broadcast over the batch.
+        self.hidden_state = nn.Parameter(torch.randn(2 * cfg.num_layers, 1, cfg.rnn_unit))
+        d = 2 * cfg.num_layers * cfg.rnn_unit
+        self.dense = nn.Sequential(
+            nn.Dropout(cfg.fc_dropout_rate),
+            Residual(FeedForward(d, cfg.res_hidden, cfg.fc_dropout_rate)),
+            nn.Dropout(cfg.fc_dropout_rate),
+            nn.Linear(d, 2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout_landmark(x)
+        h0 = self.hidden_state.expand(-1, x.shape[0], -1).contiguous()
+        _, h_n = self.gru(x, h0)  # (2 * layers, batch, units)
+        features = h_n.transpose(0, 1).reshape(x.shape[0], -1)  # [l0 fwd, l0 bwd, l1 fwd, ...]
+        return self.dense(features)
+
+
+def fake_probability(logits: torch.Tensor) -> torch.Tensor:
+    """p(fake) from ``(batch, 2)`` logits, shape ``(batch,)``."""
+    return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+
+# Model variants by name; other modules (e.g. the TensorFlow-era architecture) register here.
+MODEL_BUILDERS: Dict[str, Callable[[ModelConfig], nn.Module]] = {"lrnet": LRNet}
+
+
+def build_model(config: ModelConfig | None = None) -> nn.Module:
+    """Instantiate the architecture named by ``config.arch`` ("lrnet" by default)."""
+    cfg = config or ModelConfig()
+    try:
+        builder = MODEL_BUILDERS[cfg.arch]
+    except KeyError:
+        raise LrnetError(f"unknown model architecture {cfg.arch!r}; known: {', '.join(sorted(MODEL_BUILDERS))}") from None
+    return builder(cfg)
+
+
+def select_device(gpu: "bool | str | None" = None) -> torch.device:
+    """Map the ``-g/--gpu`` flag to a device: False/None -> CPU; True -> cuda:0; a string as given.
+
+    Raises `LrnetError` when a GPU is asked for and none is available (no silent CPU fallback).
+    """
+    if not gpu:
+        return torch.device("cpu")
+    name = "cuda" if gpu is True else str(gpu)
+    if name.isdigit():
+        name = f"cuda:{name}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LrnetError("a GPU was requested (-g/--gpu) but PyTorch sees no CUDA device")
+    return device
