@@ -23,3 +23,13 @@ def add_branch_flag(parser: argparse.ArgumentParser) -> None:
 
 def branches_of(choice: str):
     return ("g1", "g2") if choice == "all" else (choice,)
+
+
+def add_dataset_flags(parser: argparse.ArgumentParser) -> None:
+    """``-d/--dataset``, ``-l/--level``, ``--root`` as in the reference training code."""
+    parser.add_argument("-d", "--dataset", default="DF", metavar="NAME",
+                        help="DF, F2F, FS, NT, FF_all, a custom dataset name under --root, or a dataset YAML file "
+                             "(default: DF)")
+    parser.add_argument("-l", "--level", default="raw", choices=("raw", "c23", "c40"),
+                        help="FF++ compression level (default: raw)")
+    parser.add_argument("--root", default="./datasets", help="dataset root folder (default: ./datasets)")

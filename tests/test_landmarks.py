@@ -1,0 +1,97 @@
+"""Landmark file reading, validation and writing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrnet.errors import LrnetError
+from lrnet.landmarks import FEATURE_SIZE, find_landmark_files, read_landmarks, read_many, write_landmarks
+
+
+def _frames(n=5, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, FEATURE_SIZE)).astype(np.float32)
+
+
+def test_round_trip_matches_format(tmp_path):
+    frames = _frames()
+    path = tmp_path / "v.txt"
+    write_landmarks(path, frames)
+    text = path.read_text()
+    first = text.splitlines()[0].split(" ")
+    assert len(first) == FEATURE_SIZE
+    assert all(len(tok.split(".")[1]) == 5 for tok in first)  # %1.5f
+    back = read_landmarks(path)
+    assert back.dtype == np.float32 and back.shape == frames.shape
+    np.testing.assert_allclose(back, frames, atol=5e-6)
+
+
+def test_reads_same_as_loadtxt(reference):
+    path = reference / "landmarks" / "ff_real.txt"
+    ours = read_landmarks(path)
+    assert ours.shape == (757, 136)
+    np.testing.assert_array_equal(ours, np.loadtxt(path, dtype=np.float32))
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("", "empty"),
+    ("   \n\n", "empty"),
+    ("1 2 3\n", "line 1: expected 136 values"),
+    (" ".join(["0.1"] * 136) + "\n" + " ".join(["0.1"] * 135) + "\n", "line 2: expected 136 values"),
+    (" ".join(["0.1"] * 136) + "\n" + " ".join(["0.1"] * 137) + "\n", "line 2: expected 136 values"),
+    (" ".join(["0.1"] * 135 + ["abc"]) + "\n", "line 1, column 136: not a number: 'abc'"),
+    (" ".join(["0.1"] * 10 + ["nan"] + ["0.1"] * 125) + "\n", "line 1, column 11: non-finite value 'nan'"),
+    (" ".join(["0.1"] * 136) + "\n" + " ".join(["inf"] + ["0.1"] * 135) + "\n", "line 2, column 1: non-finite"),
+])
+def test_invalid_files_name_file_and_line(tmp_path, content, needle):
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    with pytest.raises(LrnetError) as err:
+        read_landmarks(path)
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_unreadable_and_binary_files(tmp_path):
+    with pytest.raises(LrnetError, match="cannot read"):
+        read_landmarks(tmp_path / "missing.txt")
+    with pytest.raises(LrnetError, match="is a directory"):
+        read_landmarks(tmp_path)
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(LrnetError, match="bin.txt"):
+        read_landmarks(binary)
+
+
+def test_tolerates_tabs_trailing_blanks_and_crlf(tmp_path):
+    frames = _frames(3)
+    path = tmp_path / "loose.txt"
+    lines = ["\t".join(f"{v:.5f}" for v in row) + "  " for row in frames]
+    path.write_bytes(("\r\n".join(lines) + "\r\n\r\n").encode())
+    np.testing.assert_allclose(read_landmarks(path), frames, atol=5e-6)
+
+
+def test_write_is_atomic_and_validates(tmp_path):
+    path = tmp_path / "out.txt"
+    write_landmarks(path, _frames(2))
+    before = path.read_bytes()
+    with pytest.raises(ValueError):
+        write_landmarks(path, np.full((2, FEATURE_SIZE), np.nan))
+    with pytest.raises(ValueError):
+        write_landmarks(path, np.zeros((2, 10)))
+    assert path.read_bytes() == before  # the old file survives a failed write
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp files left
+
+
+def test_find_and_read_many(tmp_path):
+    for i in range(3):
+        write_landmarks(tmp_path / "sub" / f"{i}.txt", _frames(4 + i, seed=i))
+    (tmp_path / "sub" / "notes.md").write_text("x")
+    files = find_landmark_files([tmp_path])
+    assert [f.name for f in files] == ["0.txt", "1.txt", "2.txt"]
+    serial = read_many(files, workers=1)
+    parallel = read_many(files, workers=2)
+    assert [a.shape[0] for a in serial] == [4, 5, 6]
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(LrnetError, match="no such file"):
+        find_landmark_files([tmp_path / "nope"])

@@ -1,0 +1,166 @@
+"""Weight loading (safe, with clear errors) and the pretrained registry's download path (offline)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import pickle
+import shutil
+import threading
+
+import pytest
+import torch
+
+from lrnet.errors import LrnetError
+from lrnet.model import LRNet, ModelConfig
+from lrnet.weights import (PRETRAINED, PretrainedPair, WeightFile, download_file, fetch_pretrained, load_branch,
+                           load_state_dict, resolve_weights, sha256_of)
+
+
+def test_registry_lists_official_hashes():
+    assert set(PRETRAINED) >= {"ffpp-raw", "dfo"}
+    assert PRETRAINED["ffpp-raw"].files["g1"].sha256.startswith("d953cfc1")
+    assert PRETRAINED["dfo"].files["g2"].url.endswith("/demo/model_weights/g2.pth")
+
+
+def test_official_files_match_registry(reference):
+    for name, folder in (("ffpp-raw", "ffpp_raw"), ("dfo", "dfo")):
+        for branch, wf in PRETRAINED[name].files.items():
+            assert sha256_of(reference / "weights" / folder / f"{branch}.pth") == wf.sha256
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(LrnetError, match="not found"):
+        load_state_dict(tmp_path / "none.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"PK\x03\x04garbage" * 10)
+    with pytest.raises(LrnetError, match="corrupt.pth: not a readable PyTorch weight file"):
+        load_state_dict(corrupt)
+    wrong = tmp_path / "wrong.pth"
+    torch.save(LRNet(rnn_unit=64).state_dict(), wrong)
+    with pytest.raises(LrnetError, match=r"wrong.pth: state dict does not fit the model \(wrong shapes"):
+        load_branch(wrong, ModelConfig())
+    notdict = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], notdict)
+    with pytest.raises(LrnetError, match="does not contain a state dict"):
+        load_state_dict(notdict)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_pickle_with_code_is_refused_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _Boom()}, evil, pickle_module=pickle)
+    with pytest.raises(LrnetError, match="evil.pth"):
+        load_state_dict(evil)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_checkpoint_dict_is_accepted(tmp_path):
+    model = LRNet()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    loaded = load_branch(path)
+    torch.testing.assert_close(loaded.state_dict()["dense.3.weight"], model.state_dict()["dense.3.weight"])
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1 (no internet needed)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _fake_pair(www, monkeypatch, base_url):
+    """Register a pair served by the local server; returns it."""
+    files = {}
+    for branch in ("g1", "g2"):
+        path = www / f"{branch}.pth"
+        torch.save(LRNet().state_dict(), path)
+        files[branch] = WeightFile(f"{base_url}/{branch}.pth", hashlib.sha256(path.read_bytes()).hexdigest())
+    pair = PretrainedPair("local-test", "served from 127.0.0.1", files)
+    monkeypatch.setitem(PRETRAINED, "local-test", pair)
+    return pair
+
+
+def test_download_over_http_verifies_and_caches(tmp_path, http_server, monkeypatch):
+    www, url = http_server
+    _fake_pair(www, monkeypatch, url)
+    paths = fetch_pretrained("local-test")
+    assert paths["g1"].is_file() and paths["g1"].parent.name == "local-test"
+    mtime = paths["g1"].stat().st_mtime_ns
+    # cached: a second fetch does not re-download even when the server is gone
+    (www / "g1.pth").unlink()
+    (www / "g2.pth").unlink()
+    again = fetch_pretrained("local-test")
+    assert again["g1"].stat().st_mtime_ns == mtime
+    weights = resolve_weights("local-test")
+    assert set(weights.models) == {"g1", "g2"} and weights.source == "pretrained:local-test"
+
+
+def test_hash_mismatch_deletes_and_errors(tmp_path, http_server):
+    www, url = http_server
+    (www / "g1.pth").write_bytes(b"not the expected bytes")
+    dest = tmp_path / "cache" / "g1.pth"
+    with pytest.raises(LrnetError, match="SHA-256 mismatch"):
+        download_file(f"{url}/g1.pth", dest, "0" * 64)
+    assert not dest.exists()
+    assert not any(dest.parent.iterdir())  # no temp file left either
+
+
+def test_download_failures_are_clear(tmp_path, http_server):
+    _, url = http_server
+    with pytest.raises(LrnetError, match="download failed"):
+        download_file(f"{url}/missing.pth", tmp_path / "x.pth", "0" * 64)
+    with pytest.raises(LrnetError, match="download failed"):
+        download_file("http://127.0.0.1:9/none.pth", tmp_path / "y.pth", "0" * 64, timeout=2)
+
+
+def test_corrupt_cache_is_replaced(tmp_path, http_server, monkeypatch):
+    www, url = http_server
+    _fake_pair(www, monkeypatch, url)
+    paths = fetch_pretrained("local-test")
+    paths["g2"].write_bytes(b"truncated")
+    fixed = fetch_pretrained("local-test")
+    assert sha256_of(fixed["g2"]) == PRETRAINED["local-test"].files["g2"].sha256
+
+
+def test_offline_mode_and_unknown_names(monkeypatch, tmp_path):
+    with pytest.raises(LrnetError, match="lrnet weights download ffpp-raw"):
+        fetch_pretrained("ffpp-raw", download=False)
+    with pytest.raises(LrnetError, match="unknown pretrained weights"):
+        fetch_pretrained("nope")
+    with pytest.raises(LrnetError, match="not a pretrained name"):
+        resolve_weights(str(tmp_path / "nope"))
+
+
+def test_official_pair_from_file_mirror(reference, tmp_path):
+    """The registry's real hashes, fetched from a file:// mirror of ../shared (the offline install path)."""
+    paths = fetch_pretrained("dfo", root=tmp_path / "dfo", mirror=str(reference / "weights" / "dfo"))
+    assert sha256_of(paths["g1"]) == PRETRAINED["dfo"].files["g1"].sha256
+    with pytest.raises(LrnetError, match="SHA-256 mismatch"):
+        fetch_pretrained("ffpp-raw", root=tmp_path / "bad", mirror=str(reference / "weights" / "dfo"))
+    assert not (tmp_path / "bad" / "g1.pth").exists()
+
+
+def test_weights_folder(reference, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(reference / "weights" / "ffpp_raw", folder)
+    weights = resolve_weights(str(folder), branches=("g2",))
+    assert list(weights.models) == ["g2"] and weights.block_size == 30
+    (folder / "g2.pth").unlink()
+    with pytest.raises(LrnetError, match="no g2.pth"):
+        resolve_weights(str(folder))
