@@ -119,9 +119,18 @@ class LRNet(nn.Module):
             nn.Dropout(cfg.fc_dropout_rate),
             nn.Linear(d, 2),
         )
+        # "torch": nn.GRU; "fused": lrnet.fastgru (same parameters and maths, faster on CPU; used
+        # by training). Not part of the config or the state dict.
+        self.gru_impl = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout_landmark(x)
+        if self.gru_impl == "fused" and x.device.type == "cpu":
+            from .fastgru import bigru_last_hidden, supports
+
+            if supports(self.gru):
+                h_n = bigru_last_hidden(self.gru, x, self.hidden_state.expand(-1, x.shape[0], -1))
+                return self.dense(h_n.transpose(0, 1).reshape(x.shape[0], -1))
         h0 = self.hidden_state.expand(-1, x.shape[0], -1).contiguous()
         _, h_n = self.gru(x, h0)  # (2 * layers, batch, units)
         features = h_n.transpose(0, 1).reshape(x.shape[0], -1)  # [l0 fwd, l0 bwd, l1 fwd, ...]
@@ -140,6 +149,8 @@ MODEL_BUILDERS: Dict[str, Callable[[ModelConfig], nn.Module]] = {"lrnet": LRNet}
 def build_model(config: ModelConfig | None = None) -> nn.Module:
     """Instantiate the architecture named by ``config.arch`` ("lrnet" by default)."""
     cfg = config or ModelConfig()
+    from . import legacy  # noqa: F401  registers "lrnet-tf" (imported here: legacy imports this module)
+
     try:
         builder = MODEL_BUILDERS[cfg.arch]
     except KeyError:

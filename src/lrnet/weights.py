@@ -236,6 +236,8 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
     A folder may hold ``g1.pth`` / ``g2.pth`` (the official layout) and optionally an
     ``lrnet.json`` with the model config and block size written by ``lrnet train``.
     """
+    from . import legacy  # noqa: F401  registers the Keras .h5 resolver (imported here: legacy imports this module)
+
     for resolver in WEIGHT_RESOLVERS:
         found = resolver(spec, branches, device)
         if found is not None:
