@@ -13,6 +13,7 @@ Aggregations (`AGGREGATIONS`), always reported next to the number they produced:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -40,7 +41,10 @@ def block_fake_probabilities(model: nn.Module, blocks: "np.ndarray | torch.Tenso
     device = torch.device(device) if device is not None else next(model.parameters()).device
     n = len(blocks)
     out = np.empty(n, dtype=np.float32)
-    source = torch.as_tensor(blocks)
+    with warnings.catch_warnings():
+        # read-only blocks (a memory-mapped dataset cache) are only ever read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        source = torch.as_tensor(blocks)
     was_training = model.training
     model.eval()
     try:
