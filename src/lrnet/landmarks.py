@@ -13,7 +13,7 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, List, Sequence, Union
+from typing import Iterable, Iterator, List, Sequence, Union
 
 import numpy as np
 
@@ -30,10 +30,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 def read_landmarks(path: PathLike) -> np.ndarray:
     """Read one landmark file into a ``(frames, 136)`` float32 array.
 
-    Parsing uses pandas' C tokenizer (about 3-4x faster than ``np.loadtxt`` and bit-identical to
-    it). Anything unexpected falls back to a line-by-line check that raises `LrnetError` naming the
-    file and the first bad line: wrong column count, a non-numeric token, NaN/Inf, an empty file
-    or an unreadable one.
+    Files in the published ``%1.5f`` format are decoded by a vectorised fixed-format parser (about
+    6-10x faster than ``np.loadtxt``), other spellings by pandas' C tokenizer (about 3x); both are
+    bit-identical to ``np.loadtxt`` followed by a float32 cast. Anything unexpected falls back to a
+    line-by-line check that raises `LrnetError` naming the file and the first bad line: wrong
+    column count, a non-numeric token, NaN/Inf, an empty file or an unreadable one.
     """
     path = Path(path)
     try:
@@ -51,7 +52,61 @@ def read_landmarks(path: PathLike) -> np.ndarray:
     return frames
 
 
+_U = np.uint64
+# A fixed-format token "D.DDDDDs" read as one little-endian uint64 (byte 0 = first character);
+# subtracting this leaves the digit values in bytes 0, 2-6 and 0 in byte 1 (the '.').
+_FIXED5_ZERO = _U(0x0030303030302E30)
+_FIXED5_DIGITS = _U(0x00FFFFFFFFFF0000)
+
+
+def _parse_fixed5(data: bytes) -> "np.ndarray | None":
+    """Decode the published layout exactly: every token ``[-]D.DDDDD``, one space between tokens,
+    a newline after the 136th. Returns None (let a general parser decide) for anything else.
+
+    With the minus signs removed every token is exactly 8 bytes, i.e. one uint64, so the digits
+    are combined with a few whole-array integer operations (SWAR). The mantissa is an exact
+    integer and ``mantissa / 1e5`` is correctly rounded, which makes the result bit-identical to
+    ``np.loadtxt`` (strtod) followed by a float32 cast.
+    """
+    u = np.frombuffer(data, dtype=np.uint8)
+    if u.size == 0:
+        return None
+    if u[-1] != 10:  # last line without a newline
+        u = np.append(u, np.uint8(10))
+    minus = np.flatnonzero(u == 45)
+    if minus.size:
+        keep = np.ones(u.size, dtype=bool)
+        keep[minus] = False
+        u = u[keep]
+    if u.size % (8 * FEATURE_SIZE):
+        return None
+    x = u.view("<u8") - _FIXED5_ZERO
+    # Digits must be <= 9 (adding 0x76 sets bit 7 otherwise), the '.' byte 0; separators below.
+    if ((x | (x + _U(0x0076767676760076))) & _U(0x008080808080FF80)).any():
+        return None
+    seps = u[7::8].reshape(-1, FEATURE_SIZE)
+    if not ((seps[:, :-1] == 32).all() and (seps[:, -1] == 10).all()):
+        return None
+    # Each '-' must open a token: at a multiple of 8 once the signs before it are removed, one per token.
+    owner = minus - np.arange(minus.size)
+    if minus.size and ((owner % 8).any() or (np.diff(owner) <= 0).any()):
+        return None
+    # Arrange the digits as the 8-digit string "0 0 D D D D D D" (most significant first) and
+    # combine pairs, then quads, then the halves.
+    z = ((x & _U(0xFF)) << _U(16)) | ((x & _FIXED5_DIGITS) << _U(8))
+    z = z * _U(10) + (z >> _U(8))
+    z = (((z & _U(0x000000FF000000FF)) * _U(100 + (1000000 << 32)))
+         + (((z >> _U(16)) & _U(0x000000FF000000FF)) * _U(1 + (10000 << 32)))) >> _U(32)
+    values = z.astype(np.float64)
+    values /= 1e5
+    values[owner // 8] *= -1.0  # keeps -0.00000 as -0.0, as strtod does
+    return values.astype(np.float32).reshape(-1, FEATURE_SIZE)
+
+
 def _parse_fast(data: bytes) -> "np.ndarray | None":
+    frames = _parse_fixed5(data)
+    if frames is not None:
+        return frames
     import pandas as pd  # imported here: pandas costs ~0.3 s to import and only this needs it
 
     try:
@@ -94,8 +149,40 @@ def write_landmarks(path: PathLike, frames: np.ndarray) -> None:
         raise ValueError(f"expected an array of shape (frames, {FEATURE_SIZE}), got {frames.shape}")
     if not np.isfinite(frames).all():
         raise ValueError(f"{path}: refusing to write non-finite landmarks")
+    data = _format_fixed5(frames)
+    if data is not None:
+        with atomic_open(path, "wb") as fh:
+            fh.write(data)
+        return
     with atomic_open(path, "w", encoding="ascii") as fh:
         np.savetxt(fh, frames, fmt="%1.5f", delimiter=" ")
+
+
+_POW10 = np.array([10000, 1000, 100, 10, 1], dtype=np.int64)
+
+
+def _format_fixed5(frames: np.ndarray) -> "bytes | None":
+    """``np.savetxt(fmt="%1.5f")`` output, byte for byte, built with whole-array operations (about
+    4x faster). None when a value could format differently: ``|x| >= 10`` (more integer digits) or
+    ``x * 1e5`` within 1e-6 of a rounding tie (printf rounds the exact binary value; the product
+    is accurate to ~1e-10 there, so the nearest integer is otherwise unambiguous)."""
+    x = np.asarray(frames, dtype=np.float64)
+    if x.size == 0 or not (np.abs(x) < 9.999994).all():
+        return None
+    scaled = np.abs(x).ravel() * 1e5
+    if (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6).any():
+        return None
+    k = np.rint(scaled).astype(np.int64)
+    # One 9-byte slot per value: sign (0 = none, dropped below), digit, '.', 5 digits, separator.
+    slots = np.zeros((k.size, 9), dtype=np.uint8)
+    slots[:, 0] = np.where(np.signbit(x).ravel(), 45, 0)  # printf keeps the sign of -0.0 and of -1e-9
+    slots[:, 1] = k // 100000 + 48
+    slots[:, 2] = 46
+    slots[:, 3:8] = (k[:, None] // _POW10) % 10 + 48
+    slots[:, 8] = 32
+    slots[FEATURE_SIZE - 1::FEATURE_SIZE, 8] = 10
+    flat = slots.ravel()
+    return flat[flat != 0].tobytes()
 
 
 def find_landmark_files(paths: Iterable[PathLike], suffix: str = LANDMARK_SUFFIX) -> List[Path]:
@@ -122,6 +209,12 @@ def read_many(paths: Sequence[PathLike], workers: int = 0, progress: bool = Fals
     ``workers=0`` picks ``min(os.cpu_count(), 8)`` when there are enough files to pay for the
     process start-up (about 64), else reads in this process. Order follows `paths`.
     """
+    return list(iter_landmarks(paths, workers=workers, progress=progress))
+
+
+def iter_landmarks(paths: Sequence[PathLike], workers: int = 0, progress: bool = False) -> Iterator[np.ndarray]:
+    """`read_many` as a stream: yields each file's ``(frames, 136)`` array in the order of `paths`,
+    so a caller can copy it into a preallocated array and drop it (no list of all files held)."""
     paths = [Path(p) for p in paths]
     if workers == 0:
         workers = min(os.cpu_count() or 1, 8) if len(paths) >= 64 else 1
@@ -132,20 +225,19 @@ def read_many(paths: Sequence[PathLike], workers: int = 0, progress: bool = Fals
         bar = tqdm(total=len(paths), desc="reading landmarks", unit="file", leave=False)
     try:
         if workers <= 1:
-            out = []
             for p in paths:
-                out.append(read_landmarks(p))
+                yield read_landmarks(p)
                 if bar is not None:
                     bar.update(1)
-            return out
-        chunk = max(1, len(paths) // (workers * 8))
+            return
+        # Small chunks: parsing a file takes milliseconds, so the per-task overhead matters, but
+        # results must keep streaming back in order.
+        chunk = max(1, min(32, len(paths) // (workers * 8)))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            out = []
             for arr in pool.map(read_landmarks, paths, chunksize=chunk):
-                out.append(arr)
+                yield arr
                 if bar is not None:
                     bar.update(1)
-            return out
     finally:
         if bar is not None:
             bar.close()
