@@ -1,0 +1,642 @@
+"""Landmark extraction from raw video: decoding, face detection, 68-point landmarks, calibration.
+
+Per video (`extract_video`):
+
+1. *Decode* with OpenCV in a background thread (decoding releases the GIL, so it overlaps with
+   detection on the second core).
+2. *Detect* the face with dlib's HOG detector on a grayscale copy downscaled to about 640 px, every
+   `detect_every` frames; in between, the face box is carried forward from the previous frame's
+   landmarks (using the box/landmark geometry of the last detection).
+3. *Landmarks*: dlib's 68-point shape predictor (from the ``face-recognition-models`` package) on
+   every frame, in full resolution.
+4. *One face, consistent over time*: the largest face is chosen; a result whose centre jumps more
+   than half a face away, or whose size changes by more than 30 %, is rejected and the previous
+   landmarks are reused, as are those of a frame where detection failed. Frames before the first
+   detection are skipped and counted.
+5. *Calibrate* (`lrnet.calibration`). The face regions needed for calibration are kept from the
+   first decode (with a margin); if the final stable box does not fit them (or the cache would
+   exceed `cache_mb`), the video is decoded a second time instead, so the result is always exact.
+
+`extract_folder` runs this over a tree of videos (resumable, atomic, parallel, logged).
+
+Licence note: the 68-point predictor was trained on iBUG 300-W, whose licence excludes commercial use.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .calibration import BOX_SCALE, Calibration, calibrate_crops, crop_face, read_frames, stable_face_boxes
+from .errors import LrnetError
+from .landmarks import LANDMARK_SUFFIX, write_landmarks
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+MAX_JUMP = 0.5  # a face centre moving more than this x previous face size is another face
+SIZE_CHANGE = (0.7, 1.3)  # accepted ratio of face size to the previous frame's
+CACHE_MARGIN = 1.3  # cached region covers a box for a stable size up to this x the local face size
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+def predictor_path() -> Path:
+    """Path of the 68-point model inside ``face-recognition-models``, found without importing it.
+
+    (Importing that package needs ``pkg_resources``, which recent setuptools no longer ships.)
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise LrnetError("the 68-point landmark model is missing: pip install face-recognition-models")
+    roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin).parent)]
+    for root in roots:
+        candidate = Path(root) / "models" / PREDICTOR_FILE
+        if candidate.is_file():
+            return candidate
+    raise LrnetError(f"{roots[0]}: no models/{PREDICTOR_FILE} in face-recognition-models; reinstall it")
+
+
+_MODELS: Dict[str, object] = {}
+
+
+def _dlib_models():
+    """(frontal face detector, 68-point predictor), loaded once per process."""
+    if not _MODELS:
+        try:
+            import dlib
+        except ImportError:
+            raise LrnetError("dlib is not installed: pip install dlib-bin") from None
+        _MODELS["detector"] = dlib.get_frontal_face_detector()
+        _MODELS["predictor"] = dlib.shape_predictor(str(predictor_path()))
+        _MODELS["rectangle"] = dlib.rectangle
+    return _MODELS["detector"], _MODELS["predictor"], _MODELS["rectangle"]
+
+
+# ------------------------------------------------------------------------------ data classes
+
+
+@dataclass
+class ExtractOptions:
+    """Settings of the per-video extraction."""
+
+    detect_every: int = 10  # run the face detector every N frames (1 = every frame)
+    detect_width: int = 640  # the detector sees a copy whose longer side is at most this (px)
+    upsample: int = 0  # dlib detector upsampling steps (1 finds faces half as large, 4x slower)
+    max_frames: Optional[int] = None  # only the first N frames (None: all)
+    cache_mb: int = 1024  # memory for face regions kept for calibration; beyond it, decode twice
+
+
+@dataclass
+class VideoStats:
+    """Per-video statistics; times in seconds (stages overlap, so they need not add up to total)."""
+
+    video: str
+    frames: int = 0  # decoded frames
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    landmarked: int = 0  # frames with their own accepted landmarks
+    reused: int = 0  # frames that reuse the previous landmarks (detection failed or rejected)
+    skipped: int = 0  # leading frames before the first detection (not in the output)
+    detector_runs: int = 0  # frames the face detector ran on
+    detector_hits: int = 0  # ... and found a face
+    rejected: int = 0  # landmark results rejected by the consistency rules (counted in reused)
+    lk_rejected: int = 0  # calibration: points that took the detection (LK failure)
+    decoded_twice: bool = False  # the calibration needed a second decode
+    t_decode: float = 0.0
+    t_detect: float = 0.0
+    t_landmarks: float = 0.0
+    t_calibration: float = 0.0
+    t_total: float = 0.0
+    error: str = ""
+
+    @property
+    def output_frames(self) -> int:
+        return self.frames - self.skipped
+
+    def row(self) -> Dict[str, object]:
+        out = asdict(self)
+        for k, v in out.items():
+            if isinstance(v, float):
+                out[k] = round(v, 4)
+        return out
+
+
+@dataclass
+class VideoLandmarks:
+    """Extraction result: raw landmarks (frame pixels) from the first detected frame on, and calibration."""
+
+    raw: np.ndarray  # (frames - skipped, 68, 2) int64
+    calibration: Calibration
+    stats: VideoStats
+
+    @property
+    def sequence(self) -> np.ndarray:
+        """The calibrated, normalised ``(frames - skipped, 136)`` float32 sequence."""
+        return self.calibration.sequence
+
+
+# --------------------------------------------------------------------------------- decoding
+
+
+class _Decoder:
+    """Frames of a video decoded in a background thread, ``(index, BGR frame)``; times `cap.read`."""
+
+    def __init__(self, path: Path, max_frames: Optional[int] = None, depth: int = 16):
+        import cv2
+
+        self.path = path
+        self.cap = cv2.VideoCapture(str(path))
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise LrnetError(f"{path}: cannot open as a video (unreadable or not a video file)")
+        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.max_frames = max_frames
+        self.seconds = 0.0
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lrnet-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            n = 0
+            while not self._stop.is_set() and (self.max_frames is None or n < self.max_frames):
+                t = time.perf_counter()
+                ok, frame = self.cap.read()
+                self.seconds += time.perf_counter() - t
+                if not ok:
+                    break
+                self._put(frame)
+                n += 1
+        except BaseException as exc:  # surfaced in the consumer
+            self._put(exc)
+        finally:
+            self._put(None)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.cap.release()
+
+    def __enter__(self) -> "_Decoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------ face geometry
+
+
+def _bbox(shape: np.ndarray) -> Tuple[np.ndarray, float]:
+    """(floored midpoint of the landmark bounding box, max(width, height)) of a (68, 2) shape."""
+    lo, hi = shape.min(axis=0), shape.max(axis=0)
+    return np.floor((lo + hi) / 2), float((hi - lo).max())
+
+
+def _consistent(prev: np.ndarray, new: np.ndarray) -> bool:
+    """The consistency rule between two (68, 2) shapes of consecutive frames."""
+    prev_size = float((prev.max(axis=0) - prev.min(axis=0)).max())
+    new_size = float((new.max(axis=0) - new.min(axis=0)).max())
+    jump = float(np.linalg.norm(new.mean(axis=0) - prev.mean(axis=0)))
+    return (jump <= MAX_JUMP * prev_size
+            and SIZE_CHANGE[0] * prev_size <= new_size <= SIZE_CHANGE[1] * prev_size)
+
+
+@dataclass
+class _BoxModel:
+    """Where the detector puts its box relative to the landmarks it leads to, to mimic it later."""
+
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (box centre - landmark centre) / size
+    scale: float = 1.0  # box side / landmark face size
+
+    def learn(self, box: Tuple[float, float, float, float], shape: np.ndarray) -> None:
+        lo, hi = shape.min(axis=0), shape.max(axis=0)
+        size = max(float((hi - lo).max()), 1.0)
+        centre = (np.array([box[0] + box[2], box[1] + box[3]]) / 2.0)
+        self.offset = (centre - (lo + hi) / 2.0) / size
+        self.scale = max(box[2] - box[0], box[3] - box[1]) / size
+
+    def box_for(self, shape: np.ndarray) -> Tuple[float, float, float, float]:
+        lo, hi = shape.min(axis=0), shape.max(axis=0)
+        size = float((hi - lo).max())
+        centre = (lo + hi) / 2.0 + self.offset * size
+        half = self.scale * size / 2.0
+        return (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+
+
+def _pick_face(rects, scale: float, prev: Optional[np.ndarray]) -> Optional[Tuple[float, float, float, float]]:
+    """The largest detected face (in full-frame pixels), preferring faces near the tracked one."""
+    boxes = [(r.left() / scale, r.top() / scale, r.right() / scale, r.bottom() / scale) for r in rects]
+    if not boxes:
+        return None
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+    if prev is not None:
+        centre, size = _bbox(prev)
+        near = [b for b in boxes
+                if np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]) <= MAX_JUMP * size]
+        if near:
+            boxes = near
+    return max(boxes, key=area)
+
+
+class _RegionCache:
+    """Face regions kept from the first decode for calibration, with a margin; see module doc."""
+
+    def __init__(self, width: int, height: int, budget_bytes: int):
+        self.width, self.height = width, height
+        self.budget = budget_bytes
+        self.used = 0
+        self.regions: List[Tuple[int, int, np.ndarray]] = []  # (x0, y0, pixels)
+        self.enabled = budget_bytes > 0
+        self._size_sum = 0.0
+
+    def add(self, frame: np.ndarray, shape: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        centre, size = _bbox(shape)
+        self._size_sum += size
+        reference = max(size, self._size_sum / (len(self.regions) + 1))
+        half = int(np.ceil(0.5 * BOX_SCALE * CACHE_MARGIN * reference)) + 3
+        x0 = max(0, int(centre[0]) - half)
+        y0 = max(0, int(centre[1]) - half)
+        pixels = frame[y0:min(self.height, y0 + 2 * half + 2), x0:min(self.width, x0 + 2 * half + 2)].copy()
+        self.used += pixels.nbytes
+        if self.used > self.budget:
+            self.enabled, self.regions = False, []
+            return
+        self.regions.append((x0, y0, pixels))
+
+    def covers(self, boxes) -> bool:
+        if not self.enabled or len(self.regions) != len(boxes):
+            return False
+        x0 = np.array([r[0] for r in self.regions])
+        y0 = np.array([r[1] for r in self.regions])
+        w = np.array([r[2].shape[1] for r in self.regions])
+        h = np.array([r[2].shape[0] for r in self.regions])
+        return bool(np.all((boxes.x1 >= x0) & (boxes.y1 >= y0)
+                           & (boxes.x1 + boxes.side <= x0 + w) & (boxes.y1 + boxes.side <= y0 + h)))
+
+    def crops(self, boxes) -> Iterator[np.ndarray]:
+        for i, (x0, y0, pixels) in enumerate(self.regions):
+            yield crop_face(pixels, int(boxes.x1[i]) - x0, int(boxes.y1[i]) - y0, int(boxes.side[i]))
+
+
+# ------------------------------------------------------------------------------ per video
+
+
+def extract_video(path: PathLike, options: Optional[ExtractOptions] = None, calibrate: bool = True) -> VideoLandmarks:
+    """Raw and calibrated landmarks of the single (largest) face in a video.
+
+    Raises `LrnetError` naming the video when it cannot be decoded or shows no face. The result
+    covers the frames from the first detection on (``stats.skipped`` leading frames are dropped).
+    """
+    import cv2
+
+    options = options or ExtractOptions()
+    if options.detect_every < 1:
+        raise ValueError("detect_every must be at least 1")
+    path = Path(path)
+    if not path.is_file():
+        raise LrnetError(f"{path}: no such video file")
+    detector, predictor, rectangle = _dlib_models()
+    started = time.perf_counter()
+    stats = VideoStats(video=str(path))
+    shapes: List[np.ndarray] = []
+    with _Decoder(path, options.max_frames) as decoder:
+        stats.width, stats.height, stats.fps = decoder.width, decoder.height, decoder.fps
+        scale = min(1.0, options.detect_width / max(decoder.width, decoder.height, 1))
+        cache = _RegionCache(decoder.width, decoder.height, options.cache_mb << 20)
+        box_model = _BoxModel()
+        prev: Optional[np.ndarray] = None  # last accepted shape
+        since_detect = options.detect_every  # forces a detection on the first frame
+        for frame in decoder:
+            stats.frames += 1
+            t0 = time.perf_counter()
+            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            box = None
+            detected = False
+            if prev is None or since_detect >= options.detect_every:
+                small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale,
+                                                            interpolation=cv2.INTER_AREA)
+                rects = detector(small, options.upsample)
+                stats.detector_runs += 1
+                box = _pick_face(rects, scale, prev)
+                if box is not None:
+                    stats.detector_hits += 1
+                    detected = True
+                    since_detect = 0
+            else:
+                box = box_model.box_for(prev)
+            t1 = time.perf_counter()
+            stats.t_detect += t1 - t0
+            shape = None
+            if box is not None:
+                rect = rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+                part = predictor(gray, rect)
+                shape = np.array([(p.x, p.y) for p in part.parts()], dtype=np.int64)
+                if detected:
+                    box_model.learn(box, shape)
+            stats.t_landmarks += time.perf_counter() - t1
+            since_detect += 1
+            if shape is not None and prev is not None and not _consistent(prev, shape):
+                stats.rejected += 1
+                shape = None
+                since_detect = options.detect_every  # tracking lost: detect again next frame
+            if shape is None:
+                if prev is None:
+                    stats.skipped += 1
+                    continue
+                shape = prev
+                stats.reused += 1
+                if box is None:
+                    since_detect = options.detect_every  # detection failed: retry next frame
+            else:
+                stats.landmarked += 1
+            shapes.append(shape)
+            prev = shape
+            cache.add(frame, shape)
+        stats.t_decode = decoder.seconds
+    if stats.frames == 0:
+        raise LrnetError(f"{path}: no frame could be decoded (unreadable or not a video file)")
+    if not shapes:
+        raise LrnetError(f"{path}: no face found in {stats.frames} frames")
+    raw = np.stack(shapes)
+    calibration = None
+    if calibrate:
+        t = time.perf_counter()
+        calibration = _calibrate_extracted(path, raw, stats, cache, options)
+        stats.t_calibration = time.perf_counter() - t
+        stats.lk_rejected = calibration.lk_rejected
+    stats.t_total = time.perf_counter() - started
+    return VideoLandmarks(raw, calibration, stats)
+
+
+def _calibrate_extracted(path: Path, raw: np.ndarray, stats: VideoStats, cache: _RegionCache,
+                         options: ExtractOptions) -> Calibration:
+    boxes = stable_face_boxes(raw, stats.width, stats.height)
+    if cache.covers(boxes):
+        crops = _prefetch(cache.crops(boxes))
+    else:
+        stats.decoded_twice = True
+        frames = read_frames(path)
+
+        def from_first() -> Iterator[np.ndarray]:
+            for i, frame in enumerate(frames):
+                if i >= stats.skipped + len(raw):
+                    break
+                if i >= stats.skipped:
+                    j = i - stats.skipped
+                    yield crop_face(frame, int(boxes.x1[j]), int(boxes.y1[j]), int(boxes.side[j]))
+
+        crops = _prefetch(from_first())
+    return calibrate_crops(crops, raw, boxes)
+
+
+def _prefetch(items: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
+    """Produce `items` in a background thread (cv2 releases the GIL: resizing overlaps tracking)."""
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:
+            q.put(exc)
+        q.put(None)
+
+    thread = threading.Thread(target=run, name="lrnet-crop", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+# ------------------------------------------------------------------------------ folder job
+
+FFPP_METHODS = {"Deepfakes": "DF", "Face2Face": "F2F", "FaceSwap": "FS", "NeuralTextures": "NT"}
+FFPP_LEVELS = ("raw", "c23", "c40")
+FFPP_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Job:
+    video: Path
+    output: Path
+
+
+def find_videos(root: Path) -> List[Path]:
+    """Video files (by extension) under `root`, sorted."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def flat_jobs(input_dir: Path, output_dir: Path) -> List[Job]:
+    """Mirror the input tree: ``in/a/b.mp4 -> out/a/b.txt``."""
+    return [Job(v, (output_dir / v.relative_to(input_dir)).with_suffix(LANDMARK_SUFFIX))
+            for v in find_videos(input_dir)]
+
+
+def read_ffpp_splits(split_dir: Path) -> Dict[str, str]:
+    """Map each FF++ video stem (``000``, ``000_003``) to its split, from train/val/test.json.
+
+    Each JSON file is a list of ``[a, b]`` pairs: originals ``a`` and ``b`` and manipulated
+    ``a_b`` and ``b_a`` belong to that split.
+    """
+    split_of: Dict[str, str] = {}
+    for split in FFPP_SPLITS:
+        path = split_dir / f"{split}.json"
+        if not path.is_file():
+            raise LrnetError(f"{path}: FF++ split file not found (give --splits DIR with train/val/test.json)")
+        try:
+            pairs = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LrnetError(f"{path}: not a readable JSON file ({exc})") from None
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise LrnetError(f"{path}: expected a list of [a, b] pairs of video ids")
+        for a, b in pairs:
+            for stem in (str(a), str(b), f"{a}_{b}", f"{b}_{a}"):
+                split_of[stem] = split
+    return split_of
+
+
+def ffpp_jobs(input_dir: Path, output_dir: Path, split_dir: Optional[Path] = None) -> List[Job]:
+    """Map the FF++ video tree onto ``OUT/{Origin,DF,F2F,FS,NT}/{raw,c23,c40}/{train,val,test}/<video>.txt``.
+
+    Reads ``original_sequences/youtube/<level>/videos/*.mp4`` and
+    ``manipulated_sequences/<method>/<level>/videos/*.mp4``; videos of other methods (e.g.
+    DeepFakeDetection, FaceShifter) and videos in no split are left out.
+    """
+    split_dir = split_dir or input_dir / "splits"
+    split_of = read_ffpp_splits(split_dir)
+    sources = [("Origin", input_dir / "original_sequences" / "youtube")]
+    sources += [(short, input_dir / "manipulated_sequences" / method) for method, short in FFPP_METHODS.items()]
+    jobs = []
+    for name, base in sources:
+        for level in FFPP_LEVELS:
+            folder = base / level / "videos"
+            if not folder.is_dir():
+                continue
+            for video in sorted(folder.iterdir()):
+                if video.suffix.lower() not in VIDEO_SUFFIXES:
+                    continue
+                split = split_of.get(video.stem)
+                if split is not None:
+                    jobs.append(Job(video, output_dir / name / level / split / f"{video.stem}{LANDMARK_SUFFIX}"))
+    if not jobs:
+        raise LrnetError(f"{input_dir}: no FF++ videos found (expected original_sequences/youtube/<level>/videos "
+                         "and manipulated_sequences/<method>/<level>/videos)")
+    return jobs
+
+
+def _extract_one(job: Job, options: ExtractOptions) -> VideoStats:
+    """Worker: extract, calibrate and write one video; errors become ``stats.error``."""
+    try:
+        result = extract_video(job.video, options)
+        write_landmarks(job.output, result.sequence)
+        return result.stats
+    except LrnetError as exc:
+        return VideoStats(video=str(job.video), error=str(exc))
+    except Exception as exc:  # keep the folder job going; the log names the video and the failure
+        return VideoStats(video=str(job.video), error=f"{job.video}: {type(exc).__name__}: {exc}")
+
+
+LOG_FIELDS = ["output"] + [f.name for f in fields(VideoStats)]
+
+
+@dataclass
+class FolderSummary:
+    total: int
+    done: int
+    skipped_existing: int
+    failed: int
+    log: Path
+
+
+def extract_folder(input_dir: PathLike, output_dir: PathLike, layout: str = "flat",
+                   split_dir: Optional[PathLike] = None, workers: int = 1,
+                   options: Optional[ExtractOptions] = None, log_path: Optional[PathLike] = None,
+                   progress: bool = True, overwrite: bool = False) -> FolderSummary:
+    """Turn a folder of videos into landmark files; resumable, atomic, parallel, logged.
+
+    Finished outputs are skipped (unless `overwrite`); each file is written atomically, so a killed
+    run loses at most the videos in flight. One CSV row per processed video is appended to
+    `log_path` (default ``OUTPUT_DIR/extract_log.csv``) as soon as it finishes.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise LrnetError(f"{input_dir}: input folder not found")
+    options = options or ExtractOptions()
+    if layout == "ffpp":
+        jobs = ffpp_jobs(input_dir, output_dir, Path(split_dir) if split_dir else None)
+    elif layout == "flat":
+        jobs = flat_jobs(input_dir, output_dir)
+        if not jobs:
+            raise LrnetError(f"{input_dir}: no video files ({', '.join(VIDEO_SUFFIXES[:4])} ...) found")
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    todo = [j for j in jobs if overwrite or not j.output.is_file()]
+    log_path = Path(log_path) if log_path else output_dir / "extract_log.csv"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    new_log = not log_path.is_file() or log_path.stat().st_size == 0
+    failed = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="extracting", unit="video", file=sys.stderr)
+    with open(log_path, "a", newline="", encoding="utf-8") as log_file:
+        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        if new_log:
+            writer.writeheader()
+
+        def record(job: Job, stats: VideoStats) -> None:
+            nonlocal failed
+            if stats.error:
+                failed += 1
+                message = stats.error
+                (bar.write if bar is not None else print)(f"lrnet extract: error: {message}", file=sys.stderr)
+            writer.writerow({"output": str(job.output), **stats.row()})
+            log_file.flush()
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            if workers <= 1 or len(todo) <= 1:
+                for job in todo:
+                    record(job, _extract_one(job, options))
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
+
+                # spawn, not fork: a forked child inherits OpenCV's and dlib's thread state (and
+                # our decoder threads' locks) and can deadlock.
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                         initializer=_worker_init) as pool:
+                    futures = {pool.submit(_extract_one, job, options): job for job in todo}
+                    for future in as_completed(futures):
+                        record(futures[future], future.result())
+        finally:
+            if bar is not None:
+                bar.close()
+    return FolderSummary(len(jobs), len(todo) - failed, len(jobs) - len(todo), failed, log_path)
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core: no oversubscription inside OpenCV
