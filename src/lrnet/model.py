@@ -120,16 +120,18 @@ class LRNet(nn.Module):
             nn.Linear(d, 2),
         )
         # "torch": nn.GRU; "fused": lrnet.fastgru (same parameters and maths, faster on CPU; used
-        # by training). Not part of the config or the state dict.
+        # by training); "fused-bf16": the same with bfloat16 input projections (opt-in, changes
+        # numerics slightly). Not part of the config or the state dict.
         self.gru_impl = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout_landmark(x)
-        if self.gru_impl == "fused" and x.device.type == "cpu":
+        if self.gru_impl in ("fused", "fused-bf16") and x.device.type == "cpu":
             from .fastgru import bigru_last_hidden, supports
 
             if supports(self.gru):
-                h_n = bigru_last_hidden(self.gru, x, self.hidden_state.expand(-1, x.shape[0], -1))
+                h_n = bigru_last_hidden(self.gru, x, self.hidden_state.expand(-1, x.shape[0], -1),
+                                        bf16=self.gru_impl == "fused-bf16")
                 return self.dense(h_n.transpose(0, 1).reshape(x.shape[0], -1))
         h0 = self.hidden_state.expand(-1, x.shape[0], -1).contiguous()
         _, h_n = self.gru(x, h0)  # (2 * layers, batch, units)

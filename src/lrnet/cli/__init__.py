@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from ..errors import LrnetError
 
-COMMAND_MODULES = ("predict", "weights")
+COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "video", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ def add_gpu_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_weights_flag(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--weights", default=default, metavar="NAME|DIR",
-                        help=f"pretrained name (ffpp-raw, dfo), a folder with g1.pth/g2.pth, or a training run "
-                             f"(default: {default})")
+                        help=f"pretrained name (ffpp-raw, dfo), a folder with g1.pth/g2.pth, a training run, "
+                             f"or TF-era Keras weights: G1.h5,G2.h5 or a folder with g1.h5/g2.h5 (default: {default})")
 
 
 def add_branch_flag(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +25,16 @@ def branches_of(choice: str):
     return ("g1", "g2") if choice == "all" else (choice,)
 
 
-def add_dataset_flags(parser: argparse.ArgumentParser) -> None:
-    """``-d/--dataset``, ``-l/--level``, ``--root`` as in the reference training code."""
-    parser.add_argument("-d", "--dataset", default="DF", metavar="NAME",
+def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+    """``-d/--dataset``, ``-l/--level``, ``--root`` as in the reference training code.
+
+    With ``multiple=True`` (``lrnet evaluate``'s protocol mode) ``-d`` and ``-l`` take one or
+    more values and parse to lists.
+    """
+    many = {"nargs": "+"} if multiple else {}
+    parser.add_argument("-d", "--dataset", default=["DF"] if multiple else "DF", metavar="NAME", **many,
                         help="DF, F2F, FS, NT, FF_all, a custom dataset name under --root, or a dataset YAML file "
                              "(default: DF)")
-    parser.add_argument("-l", "--level", default="raw", choices=("raw", "c23", "c40"),
-                        help="FF++ compression level (default: raw)")
+    parser.add_argument("-l", "--level", default=["raw"] if multiple else "raw", choices=("raw", "c23", "c40"),
+                        **many, help="FF++ compression level (default: raw)")
     parser.add_argument("--root", default="./datasets", help="dataset root folder (default: ./datasets)")

@@ -1,0 +1,263 @@
+"""Training: fused GRU equivalence, learning, best checkpoint, resume, seeds, stopping rules, run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lrnet.config import load_config
+from lrnet.datasets import blockset_from_arrays
+from lrnet.errors import LrnetError
+from lrnet.fastgru import bigru_last_hidden
+from lrnet.model import LRNet, ModelConfig
+from lrnet.synthetic import fake_video, real_video
+from lrnet.train import History, train, train_branch, validation_accuracy
+from lrnet.weights import load_branch, resolve_weights
+
+B = 30
+
+
+def _blockset(ids, name, difficulty=6.0, frames=160):
+    seqs, labels, names = [], [], []
+    for v in ids:
+        seqs.append(real_video(0, v, frames)); labels.append(0); names.append(f"real/{v:03d}.txt")
+        seqs.append(fake_video(0, v, v + 1, frames, difficulty=difficulty)); labels.append(1)
+        names.append(f"fake/{v:03d}_{v + 1:03d}.txt")
+    return blockset_from_arrays(seqs, labels, names, B, name=name)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny batches: one intra-op thread is fastest and immune to a busy machine's scheduling delays."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _blockset(range(0, 24), "train"), _blockset(range(200, 206), "val")
+
+
+def _cfg(**values):
+    base = {"BATCH_SIZE": 32, "LEARNING_RATE_g1": 1e-2, "LEARNING_RATE_g2": 1e-2, "EPOCHS_g1": 4, "EPOCHS_g2": 4,
+            "seed": 3, "rnn_unit": 8, "res_hidden": 16}
+    base.update(values)
+    return load_config(values=base)
+
+
+def _same_state(a, b):
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------- fused GRU
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_fused_gru_matches_nn_gru_forward_and_gradients(dtype, tol):
+    torch.manual_seed(0)
+    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True).to(dtype)
+    x = torch.randn(5, 11, 136, dtype=dtype, requires_grad=True)
+    h0p = torch.randn(2, 1, 16, dtype=dtype, requires_grad=True)
+    _, ref = gru(x, h0p.expand(-1, 5, -1).contiguous())
+    out = bigru_last_hidden(gru, x, h0p.expand(-1, 5, -1))
+    assert out.shape == ref.shape == (2, 5, 16)
+    assert (out - ref).abs().max().item() < tol
+    w = torch.randn_like(ref)
+    inputs = list(gru.parameters()) + [h0p, x]
+    g_ref = torch.autograd.grad((ref * w).sum(), inputs)
+    g_out = torch.autograd.grad((out * w).sum(), inputs)
+    for a, b in zip(g_ref, g_out):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() < tol * 10
+
+
+def test_fused_gru_float32_within_1e6_at_training_size():
+    torch.manual_seed(1)
+    gru = nn.GRU(136, 32, batch_first=True, bidirectional=True)
+    x = torch.randn(64, 30, 136) * 0.3
+    h0 = torch.randn(2, 64, 32)
+    with torch.no_grad():
+        ref = gru(x, h0)[1]
+        out = bigru_last_hidden(gru, x, h0)
+    assert (out - ref).abs().max().item() < 1e-6
+
+
+def test_lrnet_fused_path_same_outputs_and_state_dict():
+    torch.manual_seed(2)
+    model = LRNet(ModelConfig()).eval()
+    x = torch.randn(9, 30, 136)
+    with torch.no_grad():
+        ref = model(x)
+        model.gru_impl = "fused"
+        out = model(x)
+    assert (out - ref).abs().max().item() < 1e-5
+    assert "gru_impl" not in str(list(model.state_dict()))
+
+
+def test_fused_path_keeps_official_predictions(reference):
+    from lrnet.landmarks import read_landmarks
+    from lrnet.features import cut_blocks, frame_differences
+    from lrnet.model import fake_probability
+
+    expected = {("ff_fake", "g1"): 0.997354, ("ff_real", "g1"): 0.023498, ("ff_real", "g2"): 0.048963}
+    for (video, branch), prob in expected.items():
+        model = load_branch(reference / "weights" / "ffpp_raw" / f"{branch}.pth")
+        model.gru_impl = "fused"
+        blocks = torch.from_numpy(cut_blocks(read_landmarks(reference / "landmarks" / f"{video}.txt"), 30))
+        x = blocks if branch == "g1" else frame_differences(blocks)
+        with torch.no_grad():
+            p = fake_probability(model(x[:1])).item()
+        assert p == pytest.approx(prob, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------- training
+
+def test_loss_decreases_and_best_checkpoint_written(data, tmp_path):
+    train_set, val_set = data
+    cfg = _cfg()
+    res = train_branch(None, train_set, val_set, "g2", config=cfg, epochs=12, output=tmp_path, progress=False)
+    h = res.history
+    assert h.epoch == list(range(1, 13))
+    assert np.mean(h.loss[-3:]) < h.loss[0] - 0.1
+    assert max(h.val_acc) > 0.6
+    # best = the last epoch reaching the maximum (>= rule), and g1.pth holds exactly those weights
+    assert h.best_val_acc == max(h.val_acc)
+    assert h.best_epoch == max(e for e, a in zip(h.epoch, h.val_acc) if a == h.best_val_acc)
+    loaded = load_branch(tmp_path / "g2.pth", cfg.model)
+    assert _same_state(loaded.state_dict(), res.model.state_dict())
+    xv = torch.from_numpy(val_set.blocks)
+    yv = torch.from_numpy(val_set.block_labels)
+    assert validation_accuracy(loaded, xv, yv, "g2") == pytest.approx(h.best_val_acc)
+    saved = json.loads((tmp_path / "history_g2.json").read_text())
+    assert saved["val_acc"] == h.val_acc
+    assert len((tmp_path / "history_g2.csv").read_text().splitlines()) == 13
+
+
+def test_same_seed_same_weights_and_concurrency_does_not_change_results(data):
+    train_set, val_set = data
+    cfg = _cfg(EPOCHS_g1=2, EPOCHS_g2=2)
+    a = train(replace(cfg, concurrent="off"), train_set, val_set, progress=False)
+    b = train(replace(cfg, concurrent="on"), train_set, val_set, progress=False)
+    for branch in ("g1", "g2"):
+        assert _same_state(a.models[branch].state_dict(), b.models[branch].state_dict())
+        assert a.histories[branch].loss == b.histories[branch].loss
+    c = train(replace(cfg, seed=4, concurrent="off"), train_set, val_set, branches=("g1",), progress=False)
+    assert not _same_state(a.models["g1"].state_dict(), c.models["g1"].state_dict())
+
+
+def test_resume_after_interruption_mid_epoch_equals_uninterrupted_run(data, tmp_path):
+    train_set, val_set = data
+    cfg = _cfg()
+    full = train_branch(None, train_set, val_set, "g1", config=cfg, epochs=5, output=tmp_path / "full",
+                        progress=False)
+
+    def interrupt(epoch, batch):
+        if epoch == 4 and batch == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train_branch(None, train_set, val_set, "g1", config=cfg, epochs=5, output=out, progress=False,
+                     on_batch=interrupt)
+    partial = json.loads((out / "history_g1.json").read_text())
+    assert partial["epoch"] == [1, 2, 3]
+    assert load_branch(out / "g1.pth", cfg.model) is not None  # a valid best checkpoint survives the kill
+    resumed = train_branch(None, train_set, val_set, "g1", config=cfg, epochs=5, output=out, progress=False,
+                           resume=True)
+    assert resumed.history.epoch == [1, 2, 3, 4, 5]
+    assert resumed.history.loss == full.history.loss
+    assert resumed.history.val_acc == full.history.val_acc
+    assert _same_state(load_branch(out / "g1.pth", cfg.model).state_dict(),
+                       load_branch(tmp_path / "full" / "g1.pth", cfg.model).state_dict())
+    # resuming a finished run trains nothing more
+    again = train_branch(None, train_set, val_set, "g1", config=cfg, epochs=5, output=out, progress=False,
+                         resume=True)
+    assert again.history.epoch == [1, 2, 3, 4, 5]
+
+
+def test_non_finite_loss_stops_with_clear_error(data):
+    train_set, val_set = data
+    bad = replace(train_set, blocks=train_set.blocks.copy())
+    bad.blocks[:] = np.nan
+    with pytest.raises(LrnetError, match="became nan at epoch 1"):
+        train_branch(None, bad, val_set, "g1", config=_cfg(), epochs=2, progress=False)
+
+
+def test_patience_stops_when_val_accuracy_stalls(data):
+    train_set, val_set = data
+    cfg = _cfg(LEARNING_RATE_g1=1e-12, patience=2)  # weights barely move: val accuracy stays put
+    res = train_branch(None, train_set, val_set, "g1", config=cfg, epochs=10, progress=False)
+    assert res.history.epoch == [1, 2, 3]
+    assert res.history.stopped.startswith("early stopping")
+    res = train_branch(None, train_set, val_set, "g1", config=replace(cfg, patience=None), epochs=4, progress=False)
+    assert res.history.epoch == [1, 2, 3, 4] and res.history.stopped == "completed"
+
+
+def test_train_writes_a_run_folder_that_resolve_weights_reads(data, tmp_path):
+    train_set, val_set = data
+    cfg = _cfg(EPOCHS_g1=2, EPOCHS_g2=2, weights_name_g1="g1_test.pth")
+    res = train(cfg, train_set, val_set, output=tmp_path, progress=False)
+    for name in ("g1.pth", "g2.pth", "g1.ckpt", "g2.ckpt", "history_g1.json", "history_g2.csv", "lrnet.json",
+                 "training_curves.png", "g1_test.pth"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((tmp_path / "lrnet.json").read_text())
+    assert meta["block_size"] == B and meta["model"]["rnn_unit"] == 8
+    loaded = resolve_weights(str(tmp_path))
+    x = torch.from_numpy(val_set.blocks[:7])
+    with torch.no_grad():
+        for branch in ("g1", "g2"):
+            inp = x if branch == "g1" else x[:, 1:] - x[:, :-1]
+            assert torch.allclose(loaded.models[branch](inp), res.models[branch](inp), atol=1e-6)
+
+
+def test_training_rejects_unusable_data(data):
+    train_set, val_set = data
+    real_only = blockset_from_arrays([real_video(0, 1, 100)], [0], ["a"], B)
+    with pytest.raises(LrnetError, match="both classes"):
+        train_branch(None, real_only, val_set, "g1", config=_cfg(), epochs=1, progress=False)
+    other = _blockset(range(2), "val60", frames=200)
+    other = blockset_from_arrays([real_video(0, 1, 200), fake_video(0, 1, 2, 200)], [0, 1], ["a", "b"], 60)
+    with pytest.raises(LrnetError, match="60-frame"):
+        train_branch(None, train_set, other, "g1", config=_cfg(), epochs=1, progress=False)
+    with pytest.raises(LrnetError, match="BLOCK_SIZE 60"):
+        train(_cfg(BLOCK_SIZE=60), train_set, val_set, progress=False)
+
+
+def test_history_csv_roundtrip():
+    h = History("g1", [1, 2], [0.5, 0.25], [0.6, 0.7], [0.55, 0.65], [1.0, 1.1], 0.65, 2, 2, "completed")
+    assert History.from_dict(h.to_dict()) == h
+    assert h.to_csv().splitlines()[0] == "epoch,loss,train_acc,val_acc,seconds"
+
+
+def test_bf16_option_is_close_to_fp32_and_trains(data):
+    torch.manual_seed(5)
+    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True)
+    x = torch.randn(6, 30, 136) * 0.3
+    h0 = torch.zeros(2, 6, 16)
+    with torch.no_grad():
+        exact = bigru_last_hidden(gru, x, h0)
+        low = bigru_last_hidden(gru, x, h0, bf16=True)
+    assert 0 < (exact - low).abs().max().item() < 2e-2  # not bit-equal: an opt-in approximation
+    train_set, val_set = data
+    res = train_branch(None, train_set, val_set, "g2", config=_cfg(bf16=True), epochs=2, progress=False)
+    assert all(np.isfinite(res.history.loss))
+    with pytest.raises(LrnetError, match="fused GRU only"):
+        train_branch(None, train_set, val_set, "g2", config=_cfg(bf16=True, gru="torch"), epochs=1, progress=False)
+
+
+def test_torch_gru_option_gives_the_same_training_as_fused(data):
+    """gru=torch (nn.GRU) and gru=fused train to the same weights up to float32 rounding (this also
+    checks that dropout masks fall on the same samples: they follow the memory layout of h_n)."""
+    train_set, val_set = data
+    a = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="torch"), epochs=1, progress=False)
+    b = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="fused"), epochs=1, progress=False)
+    for k, v in a.model.state_dict().items():
+        assert torch.allclose(v, b.model.state_dict()[k], atol=1e-5), k
