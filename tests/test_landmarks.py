@@ -95,3 +95,13 @@ def test_find_and_read_many(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(LrnetError, match="no such file"):
         find_landmark_files([tmp_path / "nope"])
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "perm.txt"
+    write_landmarks(path, _frames(1))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

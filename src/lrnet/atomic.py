@@ -15,6 +15,16 @@ from typing import IO, Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; the renamed file should get the usual permissions (0666 & ~umask).
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it onto `target`.
@@ -29,6 +39,7 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -18,7 +18,7 @@ SYNTHETIC_NOTE = (
     "fakes carry an artificial inner-face artifact). The metrics show the pipeline works end to end; they\n"
     "say nothing about real deepfakes. For real data, extract FF++ landmarks into ./datasets\n"
     "(lrnet extract FaceForensics++/ datasets/ --layout ffpp --splits splits/) and run\n"
-    "    lrnet train -d DF -l raw && lrnet evaluate -d DF -l raw --weights runs/DF-raw\n"
+    "    lrnet train -d DF -l raw && lrnet evaluate -d DF -l raw --weights runs/DF_raw\n"
     "or score with the official weights: lrnet evaluate -d DF -l raw --weights ffpp-raw"
 )
 

@@ -128,7 +128,7 @@ class EvaluationReport:
 
 
 def evaluate(weights, test, branches: Optional[Sequence[str]] = None,
-             aggregation: str = DEFAULT_AGGREGATION, device=None, batch_size: int = 4096) -> EvaluationReport:
+             aggregation: str = DEFAULT_AGGREGATION, device=None, batch_size: int = 512) -> EvaluationReport:
     """Score the BlockSet `test` with `weights` (a `lrnet.weights.LoadedWeights`) and compute metrics.
 
     `branches` defaults to every branch the weights hold (g1 then g2). With one branch, its
@@ -440,7 +440,7 @@ class ProtocolTable:
 
 def evaluate_protocols(weights, root, datasets: Sequence[str], levels: Sequence[str], split: str = "test",
                        branches: Optional[Sequence[str]] = None, aggregation: str = DEFAULT_AGGREGATION,
-                       device=None, block_size: Optional[int] = None, batch_size: int = 4096,
+                       device=None, block_size: Optional[int] = None, batch_size: int = 512,
                        loader: Optional[Callable[..., Any]] = None,
                        on_cell: Optional[Callable[[ProtocolCell], None]] = None,
                        **load_kwargs) -> ProtocolTable:

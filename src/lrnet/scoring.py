@@ -32,7 +32,7 @@ _EPS = 1e-7
 
 @torch.inference_mode()
 def block_fake_probabilities(model: nn.Module, blocks: "np.ndarray | torch.Tensor", branch: str,
-                             batch_size: int = 4096,
+                             batch_size: int = 512,
                              device: "str | torch.device | None" = None) -> np.ndarray:
     """p(fake) of each block for one branch: ``(n, B, 136)`` blocks -> ``(n,)`` float32.
 
