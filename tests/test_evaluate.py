@@ -8,9 +8,7 @@ import json
 import math
 import runpy
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
@@ -20,8 +18,8 @@ from torch import nn
 from lrnet.errors import LrnetError
 from lrnet.evaluate import (EvaluationReport, evaluate, evaluate_protocols, format_metrics_table, format_report,
                             save_protocol_table, save_report)
-from lrnet.features import cut_blocks
 from lrnet.model import ModelConfig, build_model
+from lrnet.datasets import blockset_from_arrays
 from lrnet.weights import LoadedWeights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,36 +29,8 @@ BIG = 50.0  # logit that saturates float32 softmax: p(fake) == 1.0 exactly, or ~
 
 # ----------------------------------------------------------------------------- helpers
 
-try:
-    from lrnet.datasets import blockset_from_arrays as _blockset_from_arrays
-except ImportError:  # the datasets module is written in parallel; same contract, minimal stand-in
-    _blockset_from_arrays = None
-
-
-@dataclass
-class _BlockSet:
-    blocks: np.ndarray
-    block_video: np.ndarray
-    videos: List[str]
-    video_labels: np.ndarray
-    video_frames: np.ndarray
-    sample_index: np.ndarray
-    block_size: int
-    name: str
-
-    @property
-    def block_labels(self):
-        return self.video_labels[self.block_video]
-
-
 def make_blockset(sequences, labels, names, block_size=B):
-    if _blockset_from_arrays is not None:
-        return _blockset_from_arrays(sequences, labels, names, block_size=block_size)
-    cut = [cut_blocks(s, block_size) for s in sequences]
-    blocks = np.concatenate(cut) if cut else np.empty((0, block_size, 136), np.float32)
-    video = np.repeat(np.arange(len(cut)), [len(c) for c in cut]).astype(np.int64)
-    return _BlockSet(np.ascontiguousarray(blocks, np.float32), video, list(names), np.asarray(labels, np.int64),
-                     np.array([len(s) for s in sequences], np.int64), np.arange(len(blocks)), block_size, "hand")
+    return blockset_from_arrays(sequences, labels, names, block_size=block_size)
 
 
 class EncodedModel(nn.Module):
