@@ -152,7 +152,11 @@ def fetch_pretrained(name: str, root: Optional[PathLike] = None, download: bool 
         if mirror:
             base = mirror if "://" in mirror else Path(mirror).resolve().as_uri()
             url = f"{base.rstrip('/')}/{branch}.pth"
-        paths[branch] = download_file(url, dest, wf.sha256, progress=progress)
+        try:
+            paths[branch] = download_file(url, dest, wf.sha256, progress=progress)
+        except LrnetError as exc:
+            raise LrnetError(f"{exc}. Offline? Put {branch}.pth from a copy of the official weights in a folder "
+                             f"and run `lrnet weights download {name} --from FOLDER`") from None
     return paths
 
 
