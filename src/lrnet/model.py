@@ -125,14 +125,23 @@ class LRNet(nn.Module):
         self.gru_impl = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout_landmark(x)
         if self.gru_impl in ("fused", "fused-bf16") and x.device.type == "cpu":
             from .fastgru import bigru_last_hidden, supports
 
             if supports(self.gru):
+                drop = self.dropout_landmark
+                scale = None
+                if drop.training and drop.p > 0.0 and not drop.per_sample:
+                    # One mask for the whole batch: drawn by the module itself (same random
+                    # numbers, same hooks) on a row of ones, then applied to the columns of the
+                    # input weights instead of to every frame (x m W^T = x (W diag m)^T).
+                    scale = drop(x.new_ones(1, 1, x.shape[-1])).reshape(-1)
+                else:
+                    x = drop(x)
                 h_n = bigru_last_hidden(self.gru, x, self.hidden_state.expand(-1, x.shape[0], -1),
-                                        bf16=self.gru_impl == "fused-bf16")
+                                        bf16=self.gru_impl == "fused-bf16", input_scale=scale)
                 return self.dense(h_n.transpose(0, 1).reshape(x.shape[0], -1))
+        x = self.dropout_landmark(x)
         h0 = self.hidden_state.expand(-1, x.shape[0], -1).contiguous()
         _, h_n = self.gru(x, h0)  # (2 * layers, batch, units)
         features = h_n.transpose(0, 1).reshape(x.shape[0], -1)  # [l0 fwd, l0 bwd, l1 fwd, ...]

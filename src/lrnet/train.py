@@ -42,7 +42,8 @@ from torch import nn
 from .atomic import atomic_path, atomic_write_text
 from .config import TrainConfig
 from .errors import LrnetError
-from .features import BRANCHES, frame_differences
+from .fastgru import release_workspace
+from .features import BRANCHES, branch_input
 from .model import ModelConfig, build_model
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -168,28 +169,40 @@ def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device) if device.type != "cpu" else t
 
 
-def branch_batch(blocks: torch.Tensor, branch: str) -> torch.Tensor:
-    """Model input of `branch` for a batch of blocks ``(n, B, 136)``: g1 blocks, g2 differences."""
-    if branch == "g1":
-        return blocks
-    if branch == "g2":
-        return frame_differences(blocks)
-    raise LrnetError(f"unknown branch {branch!r}; expected one of {', '.join(BRANCHES)}")
-
-
-def gather_batch(frames: torch.Tensor, idx: torch.Tensor, block_size: int, branch: str) -> torch.Tensor:
+def gather_batch(frames: torch.Tensor, idx: torch.Tensor, block_size: int, branch: str,
+                 workspace: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
     """Blocks `idx` of ``frames`` (all blocks as ``(n_blocks * B, 136)`` rows) as the model input of
     `branch`, batch-first ``(n, B or B - 1, 136)`` but stored time-major (a transposed view of a
     contiguous ``(B, n, 136)`` tensor), which the fused GRU reads without a copy. One gather of
-    rows; g2 differences are taken on the gathered batch (never stored for the whole set)."""
+    rows; g2 differences are taken on the gathered batch (never stored for the whole set).
+
+    `workspace`: a dict kept by the caller across batches; the batch is then written into buffers
+    held there (no fresh multi-megabyte tensor, and its page faults, per batch) and stays valid
+    only until the next call with the same dict."""
+    if branch not in BRANCHES:
+        raise LrnetError(f"unknown branch {branch!r}; expected one of {', '.join(BRANCHES)}")
     steps = torch.arange(block_size, device=idx.device)
     rows = (idx.unsqueeze(0) * block_size + steps.unsqueeze(1)).reshape(-1)
-    xt = frames.index_select(0, rows).view(block_size, idx.numel(), frames.shape[-1])  # (B, n, F)
-    if branch == "g2":
-        xt = xt[1:] - xt[:-1]
-    elif branch != "g1":
-        raise LrnetError(f"unknown branch {branch!r}; expected one of {', '.join(BRANCHES)}")
+    shape = (block_size, idx.numel(), frames.shape[-1])
+    if workspace is None:
+        xt = frames.index_select(0, rows).view(shape)  # (B, n, F)
+        if branch == "g2":
+            xt = xt[1:] - xt[:-1]
+    else:
+        xt = torch.index_select(frames, 0, rows, out=_reused(workspace, "rows", (rows.numel(), shape[2]), frames))
+        xt = xt.view(shape)
+        if branch == "g2":
+            xt = torch.sub(xt[1:], xt[:-1], out=_reused(workspace, "diff", (shape[0] - 1,) + shape[1:], frames))
     return xt.transpose(0, 1)
+
+
+def _reused(workspace: Dict[str, torch.Tensor], name: str, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """A contiguous `shape` view of the buffer `name` in `workspace`, grown when too small."""
+    numel = math.prod(shape)
+    buf = workspace.get(name)
+    if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        buf = workspace[name] = like.new_empty(numel)
+    return buf[:numel].view(shape)
 
 
 def validation_accuracy(model: nn.Module, blocks: torch.Tensor, labels: torch.Tensor, branch: str,
@@ -200,7 +213,7 @@ def validation_accuracy(model: nn.Module, blocks: torch.Tensor, labels: torch.Te
     correct = torch.zeros((), dtype=torch.int64, device=blocks.device)
     with torch.inference_mode():
         for i in range(0, blocks.shape[0], batch_size):
-            logits = model(branch_batch(blocks[i:i + batch_size], branch))
+            logits = model(branch_input(blocks[i:i + batch_size], branch))
             correct += (logits.argmax(dim=1) == labels[i:i + batch_size]).sum()
     model.train(was_training)
     return float(correct.item()) / max(1, blocks.shape[0])
@@ -332,6 +345,7 @@ def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: An
     bar = tqdm(total=epochs, initial=min(start_epoch, epochs), desc=f"train {branch}", unit="epoch",
                position=position, leave=True, disable=not progress, dynamic_ncols=True)
     since_best = _epochs_since_best(history)
+    batch_buffers: Dict[str, torch.Tensor] = {}  # reused by every batch (see gather_batch)
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             if patience is not None and since_best >= patience:
@@ -348,7 +362,7 @@ def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: An
                 if on_batch is not None:
                     on_batch(epoch, b)
                 idx = order[i:i + batch_size]
-                xb = gather_batch(frames, idx, train.block_size, branch)
+                xb = gather_batch(frames, idx, train.block_size, branch, batch_buffers)
                 yb = y_blocks.index_select(0, idx)
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb)  # log-softmax + NLL, stable
@@ -395,6 +409,8 @@ def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: An
             history.stopped = "completed"
     finally:
         bar.close()
+        batch_buffers.clear()
+        release_workspace()  # this thread's pooled GRU buffers
         if branch_rng is not None:
             dropout_rng = branch_rng.state
             branch_rng.detach()
@@ -550,6 +566,9 @@ def train(config: Optional[TrainConfig], train_set: Any, val_set: Any, branches:
     try:
         def run(branch: str, position: int, stop: Optional[threading.Event]) -> BranchResult:
             cb = (lambda e, h: callback(branch, e, h)) if callback else None
+            # In a worker thread too: OpenMP's thread count is per calling thread, and a fresh
+            # thread may otherwise run its GEMMs on every core (two branches oversubscribe).
+            torch.set_num_threads(threads)
             return train_branch(None, train_set, val_set, branch, config=cfg, device=device, output=out,
                                 resume=resume, progress=progress, position=position, callback=cb, stop_event=stop)
 
