@@ -89,6 +89,82 @@ def test_fused_gru_float32_within_1e6_at_training_size():
     assert (out - ref).abs().max().item() < 1e-6
 
 
+def test_fused_gru_input_scale_equals_scaled_input():
+    """A batch-wide dropout mask applied to the input weights' columns = applied to x (float64)."""
+    torch.manual_seed(3)
+    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True).double()
+    x = torch.randn(4, 7, 136, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 4, 16, dtype=torch.float64)
+    scale = (torch.rand(68) >= 0.3).double().repeat_interleave(2) / 0.7
+    assert 0 < int((scale == 0).sum()) < 136
+    ref = bigru_last_hidden(gru, x * scale, h0)
+    out = bigru_last_hidden(gru, x, h0, input_scale=scale)
+    assert (out - ref).abs().max().item() < 1e-12
+    w = torch.randn_like(ref)
+    inputs = list(gru.parameters()) + [x]
+    for a, b in zip(torch.autograd.grad((ref * w).sum(), inputs), torch.autograd.grad((out * w).sum(), inputs)):
+        assert (a - b).abs().max().item() < 1e-12
+    dropped = (scale == 0).nonzero().squeeze(1)
+    grad_w = torch.autograd.grad((bigru_last_hidden(gru, x, h0, input_scale=scale) * w).sum(), gru.weight_ih_l0)[0]
+    assert torch.count_nonzero(grad_w[:, dropped]) == 0  # dropped landmarks get no gradient
+
+
+def test_fused_gru_reuses_buffers_safely():
+    """Pooled training buffers: consecutive steps (and a changed batch size) still match nn.GRU,
+    and a second backward through a retained graph is refused instead of reading reused memory."""
+    from lrnet.fastgru import release_workspace
+
+    torch.manual_seed(4)
+    gru = nn.GRU(136, 8, batch_first=True, bidirectional=True).double()
+    for n in (5, 5, 3, 5):
+        x = torch.randn(n, 6, 136, dtype=torch.float64)
+        h0 = torch.randn(2, n, 8, dtype=torch.float64)
+        w = torch.randn(2, n, 8, dtype=torch.float64)
+        g_ref = torch.autograd.grad((gru(x, h0)[1] * w).sum(), list(gru.parameters()))
+        g_out = torch.autograd.grad((bigru_last_hidden(gru, x, h0) * w).sum(), list(gru.parameters()))
+        for a, b in zip(g_ref, g_out):
+            assert (a - b).abs().max().item() < 1e-12
+    loss = (bigru_last_hidden(gru, x, h0) * w).sum()
+    loss.backward(retain_graph=True)
+    bigru_last_hidden(gru, x, h0).sum().backward()  # a new step reuses the buffers
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    release_workspace()
+
+
+def test_lrnet_fused_training_forward_matches_torch_path():
+    """Training mode (landmark dropout folded into the input weights, FC dropout): same random
+    numbers, same outputs and gradients as the nn.GRU path (float64)."""
+    torch.manual_seed(6)
+    model = LRNet(ModelConfig(rnn_unit=8, res_hidden=16)).double().train()
+    x = torch.randn(7, 30, 136, dtype=torch.float64)
+    results = []
+    for impl in ("torch", "fused"):
+        model.gru_impl = impl
+        torch.manual_seed(7)
+        out = model(x)
+        grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        results.append((out, grads))
+    (o1, g1), (o2, g2) = results
+    assert (o1 - o2).abs().max().item() < 1e-12
+    for a, b in zip(g1, g2):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_gather_batch_with_reused_buffers_equals_fresh():
+    from lrnet.train import gather_batch
+
+    frames = torch.randn(40 * B, 136)
+    workspace = {}
+    for branch in ("g1", "g2"):
+        for idx in (torch.tensor([3, 1, 7, 30]), torch.tensor([5, 2]), torch.tensor([0, 39, 12, 4])):
+            fresh = gather_batch(frames, idx, B, branch)
+            reused = gather_batch(frames, idx, B, branch, workspace)
+            assert reused.shape == fresh.shape == (idx.numel(), B if branch == "g1" else B - 1, 136)
+            assert torch.equal(reused, fresh)
+            assert reused.transpose(0, 1).is_contiguous()  # time-major storage, as the fused GRU reads it
+
+
 def test_lrnet_fused_path_same_outputs_and_state_dict():
     torch.manual_seed(2)
     model = LRNet(ModelConfig()).eval()
@@ -260,4 +336,8 @@ def test_torch_gru_option_gives_the_same_training_as_fused(data):
     a = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="torch"), epochs=1, progress=False)
     b = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="fused"), epochs=1, progress=False)
     for k, v in a.model.state_dict().items():
-        assert torch.allclose(v, b.model.state_dict()[k], atol=1e-5), k
+        diff = (v - b.model.state_dict()[k]).abs()
+        # Float rounding differs between the paths; Adam's first steps turn it into up to ~lr/100
+        # for the rare weights whose gradient is ~eps (1e-8), so: nearly all within 1e-5, all
+        # within 1e-3 (masks on other samples would move most weights by ~lr = 1e-2).
+        assert diff.max().item() < 1e-3 and (diff > 1e-5).float().mean().item() < 1e-3, k
