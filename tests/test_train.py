@@ -341,3 +341,26 @@ def test_torch_gru_option_gives_the_same_training_as_fused(data):
         # for the rare weights whose gradient is ~eps (1e-8), so: nearly all within 1e-5, all
         # within 1e-3 (masks on other samples would move most weights by ~lr = 1e-2).
         assert diff.max().item() < 1e-3 and (diff > 1e-5).float().mean().item() < 1e-3, k
+
+
+def test_concurrent_failure_stops_the_other_branch():
+    """When one branch fails while both train at once, the other stops too (no waiting out its epochs)."""
+    from dataclasses import replace as _replace
+
+    from lrnet.config import TrainConfig
+    from lrnet.train import train
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(95, 136)).astype(np.float32) for _ in range(8)]
+    data = blockset_from_arrays(seqs, [0, 1] * 4, [f"v{i}" for i in range(8)])
+    cfg = _replace(TrainConfig(), epochs_g1=300, epochs_g2=300, batch_size=8, seed=0, concurrent="on", threads=1)
+    seen = {"g1": 0, "g2": 0}
+
+    def callback(branch, epoch, history):
+        seen[branch] = epoch
+        if branch == "g2" and epoch == 2:
+            raise RuntimeError("g2 failed")
+
+    with pytest.raises(RuntimeError, match="g2 failed"):
+        train(cfg, data, data, progress=False, callback=callback)
+    assert seen["g2"] == 2 and seen["g1"] < 50

@@ -124,10 +124,6 @@ class VideoStats:
     t_total: float = 0.0
     error: str = ""
 
-    @property
-    def output_frames(self) -> int:
-        return self.frames - self.skipped
-
     def row(self) -> Dict[str, object]:
         out = asdict(self)
         for k, v in out.items():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence, Union
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from .atomic import atomic_open
 from .errors import LrnetError
+from .parallel import map_in_processes
 
 NUM_POINTS = 68
 FEATURE_SIZE = 2 * NUM_POINTS  # 136 values per frame
@@ -216,28 +216,7 @@ def iter_landmarks(paths: Sequence[PathLike], workers: int = 0, progress: bool =
     """`read_many` as a stream: yields each file's ``(frames, 136)`` array in the order of `paths`,
     so a caller can copy it into a preallocated array and drop it (no list of all files held)."""
     paths = [Path(p) for p in paths]
-    if workers == 0:
-        workers = min(os.cpu_count() or 1, 8) if len(paths) >= 64 else 1
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(paths), desc="reading landmarks", unit="file", leave=False)
-    try:
-        if workers <= 1:
-            for p in paths:
-                yield read_landmarks(p)
-                if bar is not None:
-                    bar.update(1)
-            return
-        # Small chunks: parsing a file takes milliseconds, so the per-task overhead matters, but
-        # results must keep streaming back in order.
-        chunk = max(1, min(32, len(paths) // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for arr in pool.map(read_landmarks, paths, chunksize=chunk):
-                yield arr
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    # Small chunks: parsing a file takes milliseconds, so the per-task overhead matters, but
+    # results must keep streaming back in order.
+    yield from map_in_processes(read_landmarks, paths, workers, min_items=64, chunks_per_worker=8, max_chunk=32,
+                                progress=progress, desc="reading landmarks", unit="file")

@@ -242,9 +242,13 @@ def _check_model_config(layers: List[Dict[str, Any]], fail) -> Dict[str, Any]:
 
 def load_keras_branch(path: PathLike, device: "str | torch.device" = "cpu") -> nn.Module:
     """A `LegacyLRNet` in eval mode holding the weights of a Keras ``.h5`` branch file."""
-    branch = read_keras_branch(path)
+    return _branch_model(read_keras_branch(path), device)
+
+
+def _branch_model(branch: KerasBranch, device: "str | torch.device") -> nn.Module:
+    """A `LegacyLRNet` in eval mode on `device` holding `branch`'s weights (checked strictly)."""
     model = LegacyLRNet(branch.config)
-    check_state_dict(model, branch.state_dict, source=str(path))
+    check_state_dict(model, branch.state_dict, source=str(branch.path))
     model.load_state_dict(branch.state_dict, strict=True)
     return model.to(device).eval()
 
@@ -293,12 +297,7 @@ def resolve_keras_weights(spec: str, branches: Sequence[str] = ("g1", "g2"),
     if paths is None:
         return None
     read = {b: read_keras_branch(p) for b, p in paths.items()}
-    models = {}
-    for b, branch in read.items():
-        model = LegacyLRNet(branch.config)
-        check_state_dict(model, branch.state_dict, source=str(branch.path))
-        model.load_state_dict(branch.state_dict, strict=True)
-        models[b] = model.to(device).eval()
+    models = {b: _branch_model(branch, device) for b, branch in read.items()}
     first = next(iter(read.values()))
     return LoadedWeights(models, block_size_of(read), f"keras:{spec}", first.config)
 

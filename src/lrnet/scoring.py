@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .features import BRANCHES, cut_blocks, frame_differences
+from .features import BRANCHES, branch_input, cut_blocks
 from .model import fake_probability
 
 AGGREGATIONS = ("vote", "mean-prob", "mean-logit")
@@ -49,11 +49,7 @@ def block_fake_probabilities(model: nn.Module, blocks: "np.ndarray | torch.Tenso
     model.eval()
     try:
         for start in range(0, n, batch_size):
-            x = source[start:start + batch_size].to(device, non_blocking=True)
-            if branch == "g2":
-                x = frame_differences(x)
-            elif branch != "g1":
-                raise ValueError(f"unknown branch {branch!r}")
+            x = branch_input(source[start:start + batch_size].to(device, non_blocking=True), branch)
             out[start:start + len(x)] = fake_probability(model(x)).cpu().numpy()
     finally:
         model.train(was_training)

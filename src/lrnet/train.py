@@ -22,7 +22,6 @@ differences are computed per batch, so no host round trip or second copy of the 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -573,16 +572,17 @@ def train(config: Optional[TrainConfig], train_set: Any, val_set: Any, branches:
                                 resume=resume, progress=progress, position=position, callback=cb, stop_event=stop)
 
         if concurrent:
-            from concurrent.futures import ThreadPoolExecutor
+            from concurrent.futures import ThreadPoolExecutor, as_completed
 
             stop = threading.Event()
             with ThreadPoolExecutor(max_workers=len(branches), thread_name_prefix="lrnet-train") as pool:
-                futures = {b: pool.submit(run, b, i, stop) for i, b in enumerate(branches)}
+                futures = {pool.submit(run, b, i, stop): b for i, b in enumerate(branches)}
                 try:
                     errors = []
-                    for b, fut in futures.items():
+                    # In completion order, so that a branch that fails stops the other one at once.
+                    for fut in as_completed(futures):
                         try:
-                            results[b] = fut.result()
+                            results[futures[fut]] = fut.result()
                         except _Stop:
                             pass
                         except BaseException as exc:  # stop the other branch, then re-raise
@@ -593,6 +593,7 @@ def train(config: Optional[TrainConfig], train_set: Any, val_set: Any, branches:
                 except KeyboardInterrupt:
                     stop.set()
                     raise
+            results = {b: results[b] for b in branches if b in results}  # branch order, not finish order
         else:
             for b in branches:
                 results[b] = run(b, 0, None)
