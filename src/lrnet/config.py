@@ -202,18 +202,23 @@ def preset_config(name: str = "reference") -> TrainConfig:
     return replace(apply_values(TrainConfig(), PRESETS[name], f"preset {name}"), preset=name)
 
 
-def read_yaml(path: PathLike) -> Dict[str, Any]:
-    """Read a YAML mapping of configuration keys (empty file: no keys)."""
+def load_yaml(path: PathLike, what: str) -> Any:
+    """Parse the YAML file at `path` (safe loader); `what` names it in the one-line errors."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise LrnetError(f"{path}: configuration file not found")
+        raise LrnetError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LrnetError(f"{path}: not a readable YAML file ({first})") from None
+        raise LrnetError(f"{path}: cannot read {what} ({first})") from None
+
+
+def read_yaml(path: PathLike) -> Dict[str, Any]:
+    """Read a YAML mapping of configuration keys (empty file: no keys)."""
+    data = load_yaml(path, "configuration file")
     if data is None:
         return {}
     if not isinstance(data, dict):

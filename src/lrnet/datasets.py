@@ -35,7 +35,7 @@ import numpy as np
 
 from .atomic import atomic_open, atomic_write_text
 from .errors import LrnetError
-from .features import DEFAULT_BLOCK_SIZE, num_blocks
+from .features import DEFAULT_BLOCK_SIZE, cut_blocks, num_blocks
 from .landmarks import FEATURE_SIZE, LANDMARK_SUFFIX, iter_landmarks
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -218,15 +218,10 @@ def load_yaml_spec(path: PathLike, split: str) -> SplitSpec:
     A folder may also be written ``{path: DIR, repeats: N}`` to list its blocks N times per epoch.
     Video ids are paths relative to the base folder.
     """
-    import yaml
+    from .config import load_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise LrnetError(f"{path}: dataset description file not found")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise LrnetError(f"{path}: cannot read dataset description ({str(exc).splitlines()[0]})") from None
+    doc = load_yaml(path, "dataset description file")
     if not isinstance(doc, dict) or not isinstance(doc.get("splits"), dict):
         raise LrnetError(f"{path}: a dataset description needs a 'splits:' mapping of train/val/test to "
                          f"real/fake folders")
@@ -334,7 +329,7 @@ def _read_blocks(paths: Sequence[Path], block_size: int, workers: int, progress:
         if filled + n > capacity:  # unusually short lines: grow (amortised doubling)
             capacity = max(2 * capacity, filled + n)
             blocks.resize((capacity, block_size, FEATURE_SIZE), refcheck=False)
-        blocks[filled:filled + n] = arr[: n * block_size].reshape(n, block_size, FEATURE_SIZE)
+        blocks[filled:filled + n] = cut_blocks(arr, block_size)
         filled += n
     blocks.resize((filled, block_size, FEATURE_SIZE), refcheck=False)  # in place: gives back the spare tail
     return blocks, frames
@@ -555,7 +550,7 @@ def blockset_from_arrays(sequences: Sequence[np.ndarray], labels: Sequence[int],
     blocks = np.empty((int(counts.sum()), block_size, FEATURE_SIZE), dtype=np.float32)
     start = 0
     for seq, n in zip(sequences, counts):
-        blocks[start:start + n] = np.asarray(seq)[: n * block_size].reshape(n, block_size, FEATURE_SIZE)
+        blocks[start:start + n] = cut_blocks(seq, block_size)
         start += n
     block_video = _block_video(frames, block_size)
     return BlockSet(blocks=blocks, block_video=block_video, videos=list(map(str, names)), video_labels=labels_arr,
