@@ -31,7 +31,7 @@ from lrnet.cli import main
 from lrnet.errors import LrnetError
 from lrnet.legacy import LegacyLRNet, block_size_of, legacy_config, read_keras_branch
 from lrnet.model import ModelConfig, build_model, fake_probability
-from lrnet.weights import WEIGHT_RESOLVERS, resolve_weights
+from lrnet.weights import resolve_weights
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("keras_reference", REPO / "tools" / "keras_reference.py")
@@ -344,7 +344,7 @@ def test_convert_weights_round_trip(synthetic_pair, tmp_path, capsys):
     assert "block size 60" in capsys.readouterr().out
 
 
-def test_registration_needs_no_explicit_import(synthetic_pair):
+def test_architectures_need_no_explicit_import(synthetic_pair):
     """A fresh interpreter that never imports lrnet.legacy can build "lrnet-tf" and resolve .h5 pairs."""
     (p1, _), (p2, _) = synthetic_pair["g1"], synthetic_pair["g2"]
     code = (
@@ -358,7 +358,6 @@ def test_registration_needs_no_explicit_import(synthetic_pair):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "LegacyLRNet"
-    assert any(r.__name__ == "resolve_keras_weights" for r in WEIGHT_RESOLVERS)
 
 
 # ---------------------------------------------------------------- the published Keras weights

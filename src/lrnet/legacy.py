@@ -1,4 +1,4 @@
-"""The TensorFlow-2-era LRNet branch ("lrnet-tf") and exact import of its Keras ``.h5`` weights.
+"""Exact import of the TensorFlow-2-era LRNet branch's Keras ``.h5`` weights ("lrnet-tf").
 
 The reference's first release (``training/model_tf.py``, Keras 2.6) used a simpler branch than
 `lrnet.model.LRNet`::
@@ -19,76 +19,29 @@ PyTorch's `nn.GRU`; only the gate order (Keras z, r, h; PyTorch r, z, n), the ma
 [input, recurrent]) differ. `read_keras_branch` converts them; ``tests/test_legacy.py`` checks the
 result against outputs of the original Keras model to 1e-5.
 
-Importing this module registers the architecture in `lrnet.model.MODEL_BUILDERS` and a resolver
-in `lrnet.weights.WEIGHT_RESOLVERS`, so ``--weights`` accepts ``g1.h5,g2.h5`` or a folder holding
-them; `lrnet.model.build_model` and `lrnet.weights.resolve_weights` import it on first use.
+The architecture itself lives in `lrnet.model` (``LEGACY_ARCHITECTURES["lrnet-tf"]``); this module only reads
+Keras files. `lrnet.weights.resolve_weights` sends ``g1.h5,g2.h5`` (or a folder holding them) here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import nn
 
 from .errors import LrnetError
-from .model import MODEL_BUILDERS, ModelConfig
-from .weights import WEIGHT_RESOLVERS, LoadedWeights, check_state_dict
+from .model import LegacyLRNet, LoadedWeights, ModelConfig, check_state_dict, legacy_config
+
+# The published Keras weights were trained on 60-frame blocks; used when a file does not say.
+LEGACY_BLOCK_SIZE = 60
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-ARCH = "lrnet-tf"
-# The published Keras weights were trained on 60-frame blocks; used when a file does not say.
-LEGACY_BLOCK_SIZE = 60
-LEGACY_DEFAULTS = dict(arch=ARCH, feature_size=136, rnn_unit=64, lm_dropout_rate=0.25,
-                       fc_dropout_rate=0.5, res_hidden=64, num_layers=1)
-
-
-def legacy_config(**overrides: Any) -> ModelConfig:
-    """The `ModelConfig` of the TF-era branch (GRU 64, input dropout 0.25, dense 64, dropout 0.5)."""
-    return ModelConfig.from_dict({**LEGACY_DEFAULTS, **overrides})
-
-
-class LegacyLRNet(nn.Module):
-    """One TF-era LRNet branch. Input ``(batch, frames, feature_size)``, output logits ``(batch, 2)``.
-
-    Config fields used: ``feature_size``, ``rnn_unit`` (GRU units per direction),
-    ``lm_dropout_rate`` (element-wise input dropout), ``fc_dropout_rate`` (both head dropouts),
-    ``res_hidden`` (dense hidden size). The architecture has one GRU layer; ``per_sample_mask`` and
-    ``rnn_dropout_rate`` do not apply to it.
-    """
-
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
-        super().__init__()
-        base = asdict(config) if config else dict(LEGACY_DEFAULTS)
-        cfg = ModelConfig.from_dict({**base, **overrides, "arch": ARCH})
-        if cfg.num_layers != 1:
-            raise LrnetError(f"model architecture {ARCH!r} has one GRU layer; got num_layers={cfg.num_layers}")
-        self.config = cfg
-        self.dropout_input = nn.Dropout(cfg.lm_dropout_rate)
-        self.gru = nn.GRU(input_size=cfg.feature_size, hidden_size=cfg.rnn_unit, batch_first=True,
-                          bidirectional=True)
-        self.dense = nn.Sequential(
-            nn.Dropout(cfg.fc_dropout_rate),
-            nn.Linear(2 * cfg.rnn_unit, cfg.res_hidden),
-            nn.ReLU(),
-            nn.Dropout(cfg.fc_dropout_rate),
-            nn.Linear(cfg.res_hidden, 2),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout_input(x)
-        _, h_n = self.gru(x)  # zero initial state; h_n (2, batch, units) = [forward, backward]
-        features = h_n.transpose(0, 1).reshape(x.shape[0], -1)
-        return self.dense(features)
-
-
-MODEL_BUILDERS[ARCH] = LegacyLRNet
 
 
 # --------------------------------------------------------------------------- Keras .h5 import
@@ -240,19 +193,6 @@ def _check_model_config(layers: List[Dict[str, Any]], fail) -> Dict[str, Any]:
     return dict(lm_dropout_rate=float(body[0]["rate"]), fc_dropout_rate=float(body[2]["rate"]), frames=frames)
 
 
-def load_keras_branch(path: PathLike, device: "str | torch.device" = "cpu") -> nn.Module:
-    """A `LegacyLRNet` in eval mode holding the weights of a Keras ``.h5`` branch file."""
-    return _branch_model(read_keras_branch(path), device)
-
-
-def _branch_model(branch: KerasBranch, device: "str | torch.device") -> nn.Module:
-    """A `LegacyLRNet` in eval mode on `device` holding `branch`'s weights (checked strictly)."""
-    model = LegacyLRNet(branch.config)
-    check_state_dict(model, branch.state_dict, source=str(branch.path))
-    model.load_state_dict(branch.state_dict, strict=True)
-    return model.to(device).eval()
-
-
 def block_size_of(branches: Dict[str, KerasBranch]) -> int:
     """Block size implied by the files' input shapes (g1: B frames, g2: B - 1), else 60.
 
@@ -290,17 +230,14 @@ def keras_pair_paths(spec: str, branches: Sequence[str]) -> Optional[Dict[str, P
     return None
 
 
-def resolve_keras_weights(spec: str, branches: Sequence[str] = ("g1", "g2"),
-                          device: "str | torch.device" = "cpu") -> Optional[LoadedWeights]:
-    """`lrnet.weights.WEIGHT_RESOLVERS` entry: load a Keras ``.h5`` pair, or return None."""
-    paths = keras_pair_paths(spec, branches)
-    if paths is None:
-        return None
+def load_keras_pair(paths: Dict[str, Path], spec: str, device: "str | torch.device" = "cpu") -> LoadedWeights:
+    """Branch models (`LegacyLRNet`, eval mode, on `device`) from ``{branch: .h5 path}``."""
     read = {b: read_keras_branch(p) for b, p in paths.items()}
-    models = {b: _branch_model(branch, device) for b, branch in read.items()}
+    models = {}
+    for b, branch in read.items():
+        model = LegacyLRNet(branch.config)
+        check_state_dict(model, branch.state_dict, source=str(branch.path))
+        model.load_state_dict(branch.state_dict, strict=True)
+        models[b] = model.to(device).eval()
     first = next(iter(read.values()))
     return LoadedWeights(models, block_size_of(read), f"keras:{spec}", first.config)
-
-
-if resolve_keras_weights not in WEIGHT_RESOLVERS:
-    WEIGHT_RESOLVERS.append(resolve_keras_weights)

@@ -5,12 +5,16 @@ parameter names match the official PyTorch weights, so their state dicts load di
 The forward pass returns *logits* ``(batch, 2)`` over {real = 0, fake = 1}; use
 `fake_probability` / ``softmax`` for probabilities and ``log_softmax`` for losses (never
 ``log(softmax)``, which underflows to -inf once a probability reaches 0 in float32).
+
+Also here: the TensorFlow-era branch `LegacyLRNet` ("lrnet-tf"), the static `ARCHITECTURES` table
+that `build_model` dispatches on, strict state-dict checking and `LoadedWeights` (branch models
+ready for inference with their block size, frame rate, threshold and model card).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Dict, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -153,20 +157,94 @@ def fake_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=-1)[:, 1]
 
 
-# Model variants by name; other modules (e.g. the TensorFlow-era architecture) register here.
-MODEL_BUILDERS: Dict[str, Callable[[ModelConfig], nn.Module]] = {"lrnet": LRNet}
+# The TensorFlow-era branch (reference release 1, ``model_tf.py``); its Keras .h5 import is `lrnet.legacy`.
+LEGACY_ARCH = "lrnet-tf"
+LEGACY_DEFAULTS = dict(arch=LEGACY_ARCH, feature_size=136, rnn_unit=64, lm_dropout_rate=0.25,
+                       fc_dropout_rate=0.5, res_hidden=64, num_layers=1)
+
+
+def legacy_config(**overrides: Any) -> ModelConfig:
+    """The `ModelConfig` of the TF-era branch (GRU 64, input dropout 0.25, dense 64, dropout 0.5)."""
+    return ModelConfig.from_dict({**LEGACY_DEFAULTS, **overrides})
+
+
+class LegacyLRNet(nn.Module):
+    """One TF-era LRNet branch. Input ``(batch, frames, feature_size)``, output logits ``(batch, 2)``.
+
+    Config fields used: ``feature_size``, ``rnn_unit`` (GRU units per direction),
+    ``lm_dropout_rate`` (element-wise input dropout), ``fc_dropout_rate`` (both head dropouts),
+    ``res_hidden`` (dense hidden size). The architecture has one GRU layer; ``per_sample_mask`` and
+    ``rnn_dropout_rate`` do not apply to it.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        super().__init__()
+        base = asdict(config) if config else dict(LEGACY_DEFAULTS)
+        cfg = ModelConfig.from_dict({**base, **overrides, "arch": LEGACY_ARCH})
+        if cfg.num_layers != 1:
+            raise LrnetError(f"model architecture {LEGACY_ARCH!r} has one GRU layer; got num_layers={cfg.num_layers}")
+        self.config = cfg
+        self.dropout_input = nn.Dropout(cfg.lm_dropout_rate)
+        self.gru = nn.GRU(input_size=cfg.feature_size, hidden_size=cfg.rnn_unit, batch_first=True,
+                          bidirectional=True)
+        self.dense = nn.Sequential(
+            nn.Dropout(cfg.fc_dropout_rate),
+            nn.Linear(2 * cfg.rnn_unit, cfg.res_hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.fc_dropout_rate),
+            nn.Linear(cfg.res_hidden, 2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout_input(x)
+        _, h_n = self.gru(x)  # zero initial state; h_n (2, batch, units) = [forward, backward]
+        features = h_n.transpose(0, 1).reshape(x.shape[0], -1)
+        return self.dense(features)
+
+
+# Architectures by name (``ModelConfig.arch``).
+ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {"lrnet": LRNet, LEGACY_ARCH: LegacyLRNet}
 
 
 def build_model(config: ModelConfig | None = None) -> nn.Module:
     """Instantiate the architecture named by ``config.arch`` ("lrnet" by default)."""
     cfg = config or ModelConfig()
-    from . import legacy  # noqa: F401  registers "lrnet-tf" (imported here: legacy imports this module)
-
     try:
-        builder = MODEL_BUILDERS[cfg.arch]
+        builder = ARCHITECTURES[cfg.arch]
     except KeyError:
-        raise LrnetError(f"unknown model architecture {cfg.arch!r}; known: {', '.join(sorted(MODEL_BUILDERS))}") from None
+        raise LrnetError(f"unknown model architecture {cfg.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
     return builder(cfg)
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}")
+    if wrong:
+        problems.append(f"wrong shapes {wrong[:3]}{' ...' if len(wrong) > 3 else ''}")
+    if problems:
+        raise LrnetError(f"{source}: state dict does not fit the model ({'; '.join(problems)})")
+
+
+@dataclass
+class LoadedWeights:
+    """Branch models ready for inference, and where they came from."""
+
+    models: Dict[str, nn.Module]  # branch -> model in eval mode
+    block_size: int
+    source: str
+    config: ModelConfig
+    fps: Optional[float] = None  # frame rate of the training videos (frames/s); None: unknown
+    threshold: float = 0.5  # video score at or above which the verdict is "fake"
+    threshold_source: str = "default"  # where `threshold` came from ("default", a run's lrnet.json, ...)
+    card: Dict[str, Any] = field(default_factory=dict)  # model card: training data, domain, notes
 
 
 def select_device(gpu: "bool | str | None" = None) -> torch.device:

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -23,7 +23,8 @@ from torch import nn
 from .atomic import atomic_path
 from .errors import LrnetError
 from .features import BRANCHES
-from .model import ModelConfig, build_model
+from .legacy import keras_pair_paths, load_keras_pair
+from .model import LoadedWeights, ModelConfig, build_model, check_state_dict  # noqa: F401  (re-exported)
 
 PathLike = Union[str, "os.PathLike[str]"]
 _OFFICIAL = "https://github.com/frederickszk/LRNet/raw/main"
@@ -44,6 +45,7 @@ class PretrainedPair:
     files: Mapping[str, WeightFile]  # branch -> file
     block_size: int = 30
     model: Mapping[str, Any] = None  # ModelConfig overrides; None = defaults
+    fps: Optional[float] = None  # frame rate of the training videos (frames/s)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(dict(self.model or {}))
@@ -53,6 +55,7 @@ PRETRAINED: Dict[str, PretrainedPair] = {
     "ffpp-raw": PretrainedPair(
         name="ffpp-raw",
         description="official LRNet weights trained on FaceForensics++ raw (99.02% AUC)",
+        fps=30.0,  # FF++ sources are YouTube videos, mostly 30 fps (Roessler et al. 2019)
         files={
             "g1": WeightFile(f"{_OFFICIAL}/training/weights/torch/g1.pth",
                              "d953cfc1a5354493141e13ac074c7306e86ab768d6f015cedfc17f2b6485dd62"),
@@ -63,6 +66,7 @@ PRETRAINED: Dict[str, PretrainedPair] = {
     "dfo": PretrainedPair(
         name="dfo",
         description="official LRNet demo weights trained on DeeperForensics-1.0",
+        fps=25.0,  # DeeperForensics-1.0 videos are 25 fps (Jiang et al. 2020)
         files={
             "g1": WeightFile(f"{_OFFICIAL}/demo/model_weights/g1.pth",
                              "2d057605d518b7527fd1931aa2522bbb9040eb11ff8a3181b3e351e89b55ed4c"),
@@ -201,37 +205,6 @@ def load_branch(path: PathLike, config: Optional[ModelConfig] = None,
     return model.to(device).eval()
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing[:4]}{' ...' if len(missing) > 4 else ''}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}")
-    if wrong:
-        problems.append(f"wrong shapes {wrong[:3]}{' ...' if len(wrong) > 3 else ''}")
-    if problems:
-        raise LrnetError(f"{source}: state dict does not fit the model ({'; '.join(problems)})")
-
-
-@dataclass
-class LoadedWeights:
-    """Branch models ready for inference, and where they came from."""
-
-    models: Dict[str, nn.Module]  # branch -> model in eval mode
-    block_size: int
-    source: str
-    config: ModelConfig
-
-
-# Extra resolvers (e.g. Keras .h5 pairs) registered by other modules: (spec, branches, device) -> LoadedWeights | None
-WEIGHT_RESOLVERS: List[Callable[..., Optional[LoadedWeights]]] = []
-
-
 def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str | torch.device" = "cpu",
                     download: bool = True, config: Optional[ModelConfig] = None) -> LoadedWeights:
     """Load branch models from a registry name, a weights folder or a training run folder.
@@ -239,18 +212,15 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
     A folder may hold ``g1.pth`` / ``g2.pth`` (the official layout) and optionally an
     ``lrnet.json`` with the model config and block size written by ``lrnet train``.
     """
-    from . import legacy  # noqa: F401  registers the Keras .h5 resolver (imported here: legacy imports this module)
-
-    for resolver in WEIGHT_RESOLVERS:
-        found = resolver(spec, branches, device)
-        if found is not None:
-            return found
+    keras = keras_pair_paths(spec, branches)
+    if keras is not None:
+        return load_keras_pair(keras, spec, device)
     if spec in PRETRAINED:
         pair = PRETRAINED[spec]
         paths = fetch_pretrained(spec, download=download, progress=True)
         cfg = config or pair.model_config()
         models = {b: load_branch(paths[b], cfg, device) for b in branches}
-        return LoadedWeights(models, pair.block_size, f"pretrained:{spec}", cfg)
+        return LoadedWeights(models, pair.block_size, f"pretrained:{spec}", cfg, fps=pair.fps)
     folder = Path(spec)
     if not folder.exists():
         raise LrnetError(
@@ -268,7 +238,8 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
         if path is None:
             raise LrnetError(f"{folder}: no {b}.pth here (needed for branch {b})")
         models[b] = load_branch(path, cfg, device)
-    return LoadedWeights(models, block_size, str(folder), cfg)
+    fps = meta.get("fps")
+    return LoadedWeights(models, block_size, str(folder), cfg, fps=float(fps) if fps else None)
 
 
 def read_run_metadata(folder: PathLike) -> Dict[str, Any]:
