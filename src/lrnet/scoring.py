@@ -140,16 +140,25 @@ def score_sequence(frames: np.ndarray, models: Mapping[str, nn.Module], block_si
     A sequence too short for one block (frames <= block_size) gives ``blocks == 0``, a NaN score
     and verdict "n/a" with an explanatory `error`, never a silent drop.
     """
+    return score_blocks(cut_blocks(frames, block_size), models, len(frames), block_size, aggregation, name, device)
+
+
+def score_blocks(blocks: np.ndarray, models: Mapping[str, nn.Module], frames: int, block_size: int = 30,
+                 aggregation: str = DEFAULT_AGGREGATION, name: str = "",
+                 device: "str | torch.device | None" = None) -> VideoResult:
+    """Score already-cut ``(blocks, block_size, 136)`` blocks of one video of `frames` frames.
+
+    For videos whose blocks do not come from one continuous sequence (e.g. blocks cut per shot).
+    """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
-    blocks = cut_blocks(frames, block_size)
     branches = [b for b in BRANCHES if b in models]
     if len(blocks) == 0:
-        return VideoResult(name, len(frames), 0, float("nan"), "n/a", aggregation, branches,
+        return VideoResult(name, frames, 0, float("nan"), "n/a", aggregation, branches,
                            np.empty(0, np.float32), {},
-                           error=f"too short: {len(frames)} frames, need more than {block_size} for one block")
+                           error=f"too short: {frames} frames, need more than {block_size} for one block")
     per_branch = {b: block_fake_probabilities(models[b], blocks, b, device=device) for b in branches}
     merged = merge_branches(per_branch)
     score = float(aggregate_blocks(merged, np.zeros(len(merged), np.int64), 1, aggregation)[0])
-    return VideoResult(name, len(frames), len(blocks), score, verdict(score), aggregation, branches,
+    return VideoResult(name, frames, len(blocks), score, verdict(score), aggregation, branches,
                        merged, per_branch)
