@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import LrnetError
-from .extract import ExtractOptions, VideoLandmarks, extract_video
+from .extract import ExtractOptions, ProgressFn, VideoLandmarks, extract_video
 from .landmarks import write_landmarks
 from .scoring import DEFAULT_AGGREGATION, VideoResult, score_sequence
 
@@ -59,8 +59,12 @@ class DetectResult:
 
 
 def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions] = None,
-                 aggregation: str = DEFAULT_AGGREGATION, device=None, download: bool = True) -> DetectResult:
+                 aggregation: str = DEFAULT_AGGREGATION, device=None, download: bool = True,
+                 progress: Optional[ProgressFn] = None) -> DetectResult:
     """Score one video. `weights`: a registry name, a weights folder, or a `LoadedWeights`.
+
+    `progress(stage, fraction)`: stages "landmarks" (decode + detection + landmarks), "calibration",
+    "scoring", each with a fraction in [0, 1].
 
     Raises `LrnetError` naming the video for an unreadable file, no face, or a clip too short for
     one block.
@@ -70,11 +74,15 @@ def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions
     if not isinstance(weights, LoadedWeights):
         weights = resolve_weights(str(weights), device=device or "cpu", download=download)
     started = time.perf_counter()
-    extracted = extract_video(path, options)
+    extracted = extract_video(path, options, progress=progress)
+    if progress is not None:
+        progress("scoring", 0.0)
     t = time.perf_counter()
     result = score_sequence(extracted.sequence, weights.models, weights.block_size, aggregation,
                             name=str(path), device=device)
     t_scoring = time.perf_counter() - t
+    if progress is not None:
+        progress("scoring", 1.0)
     if result.blocks == 0:
         raise LrnetError(f"{path}: {result.error}")
     s = extracted.stats

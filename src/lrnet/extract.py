@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -163,6 +163,7 @@ class _Decoder:
         self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.frame_count = max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))  # header value, may be off
         self.max_frames = max_frames
         self.seconds = 0.0
         self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
@@ -315,11 +316,17 @@ class _RegionCache:
 # ------------------------------------------------------------------------------ per video
 
 
-def extract_video(path: PathLike, options: Optional[ExtractOptions] = None, calibrate: bool = True) -> VideoLandmarks:
+ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
+
+
+def extract_video(path: PathLike, options: Optional[ExtractOptions] = None, calibrate: bool = True,
+                  progress: Optional[ProgressFn] = None) -> VideoLandmarks:
     """Raw and calibrated landmarks of the single (largest) face in a video.
 
     Raises `LrnetError` naming the video when it cannot be decoded or shows no face. The result
     covers the frames from the first detection on (``stats.skipped`` leading frames are dropped).
+    `progress(stage, fraction)` is called with stages "landmarks" (decode + landmarks, about every
+    25 frames) and "calibration" (0 and 1).
     """
     import cv2
 
@@ -340,8 +347,11 @@ def extract_video(path: PathLike, options: Optional[ExtractOptions] = None, cali
         box_model = _BoxModel()
         prev: Optional[np.ndarray] = None  # last accepted shape
         since_detect = options.detect_every  # forces a detection on the first frame
+        expected = decoder.frame_count if options.max_frames is None else min(decoder.frame_count, options.max_frames)
         for frame in decoder:
             stats.frames += 1
+            if progress is not None and stats.frames % 25 == 0:
+                progress("landmarks", min(1.0, stats.frames / expected) if expected else 0.0)
             t0 = time.perf_counter()
             gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             box = None
@@ -393,11 +403,17 @@ def extract_video(path: PathLike, options: Optional[ExtractOptions] = None, cali
         raise LrnetError(f"{path}: no face found in {stats.frames} frames")
     raw = np.stack(shapes)
     calibration = None
+    if progress is not None:
+        progress("landmarks", 1.0)
     if calibrate:
+        if progress is not None:
+            progress("calibration", 0.0)
         t = time.perf_counter()
         calibration = _calibrate_extracted(path, raw, stats, cache, options)
         stats.t_calibration = time.perf_counter() - t
         stats.lk_rejected = calibration.lk_rejected
+        if progress is not None:
+            progress("calibration", 1.0)
     stats.t_total = time.perf_counter() - started
     return VideoLandmarks(raw, calibration, stats)
 
