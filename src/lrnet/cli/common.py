@@ -38,3 +38,50 @@ def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -
     parser.add_argument("-l", "--level", default=["raw"] if multiple else "raw", choices=("raw", "c23", "c40"),
                         **many, help="FF++ compression level (default: raw)")
     parser.add_argument("--root", default="./datasets", help="dataset root folder (default: ./datasets)")
+
+
+# ---------------------------------------------------------------- numeric flag types (parse-time checks)
+# argparse turns the ArgumentTypeError into "argument --x: ..." and exit status 2.
+
+def _number(kind, text: str, low=None, high=None, low_open: bool = False, what: str = ""):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if low is not None and (value <= low if low_open else value < low):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts: epochs, workers, frames, block size)."""
+    return _number(int, text, 1, what="an integer >= 1")
+
+
+def nonneg_int(text: str) -> int:
+    """An integer >= 0 (0 usually means "auto" or "off")."""
+    return _number(int, text, 0, what="an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (rates, sizes, seconds)."""
+    return _number(float, text, 0.0, low_open=True, what="a number > 0")
+
+
+def nonneg_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _number(float, text, 0.0, what="a number >= 0")
+
+
+def fraction(text: str) -> float:
+    """A finite number in [0, 1] (probabilities, thresholds, rates)."""
+    return _number(float, text, 0.0, 1.0, what="a number between 0 and 1")
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    return _number(int, text, 0, 65535, what="a port between 0 and 65535")
