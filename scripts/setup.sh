@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv and install lrnet into it (editable, with the video and dev extras). Idempotent:
+# Create ./.venv and install lrnet into it (editable, with the video, serve, cluster and dev extras). Idempotent:
 # a re-run with an unchanged pyproject.toml does nothing.
 #
 # PyTorch is installed first, on its own, so that pip does not pick a multi-GB CUDA build when a
@@ -21,5 +21,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   # shellcheck disable=SC2086
   .venv/bin/pip install --disable-pip-version-check -q ${LRNET_TORCH:-torch==2.13.0}
 fi
-.venv/bin/pip install --disable-pip-version-check -q -e ".[video,dev]"
+.venv/bin/pip install --disable-pip-version-check -q -e ".[video,serve,cluster,dev]"
 echo "$want" > "$stamp"

@@ -1,14 +1,21 @@
-"""Shared fixtures. Reference data comes from ../shared (never copied into the repository);
-tests that need it skip with a reason when it is absent, as in a user's clone."""
+"""Shared fixtures and the `reference` rule.
+
+Reference data comes from ../shared (never copied into the repository); tests that need it take
+the `reference` fixture, are marked ``reference`` automatically, and skip with a reason when it is
+absent, as in a user's clone. Where the data IS present and ``LRNET_REQUIRE_REFERENCE=1`` (set by
+CI), a skipped reference test fails the run: a silently skipped parity test is a missing test.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "lrnet-official"
+_SKIPPED_REFERENCE: list = []
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +30,24 @@ def reference() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's real weight/dataset cache from tests."""
     monkeypatch.setenv("LRNET_CACHE", str(tmp_path_factory.mktemp("lrnet-cache")))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "reference" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reference)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "reference" in report.keywords:
+        _SKIPPED_REFERENCE.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    required = os.environ.get("LRNET_REQUIRE_REFERENCE") == "1"
+    if required and REFERENCE.is_dir() and _SKIPPED_REFERENCE:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: {len(_SKIPPED_REFERENCE)} reference test(s) were skipped although "
+                                f"{REFERENCE} exists: {', '.join(_SKIPPED_REFERENCE[:5])}", red=True)
+        session.exitstatus = 1

@@ -2,12 +2,76 @@
 
 Pipeline, one module per stage::
 
-    video -> extract (faces + 68 landmarks) -> calibration (optical flow + Kalman)
+    video -> video (decoding) -> extract (faces + 68 landmarks) -> calibration (optical flow + Kalman)
           -> landmarks (frames x 136 files) -> features (blocks, differences)
           -> model (g1/g2 bidirectional-GRU branches) -> scoring (block -> video score)
           -> datasets / train / evaluate (metrics)
 
+The names a user needs are importable from here and loaded on first use, so ``import lrnet``
+(and ``lrnet --help``) stays fast::
+
+    import lrnet
+    weights = lrnet.resolve_weights("dfo")
+    result = lrnet.score_sequence(lrnet.read_landmarks("clip.txt"), weights.models, weights.block_size)
+
 The command line lives in `lrnet.cli`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it, or (module, name there); imported lazily by __getattr__.
+# `train_model` / `evaluate_model`: plain `train` / `evaluate` would clash with the submodules of those names.
+_EXPORTS = {
+    "LrnetError": "errors",
+    "read_landmarks": "landmarks",
+    "write_landmarks": "landmarks",
+    "cut_blocks": "features",
+    "load_split": "datasets",
+    "BlockSet": "datasets",
+    "resolve_weights": "weights",
+    "LoadedWeights": "model",
+    "score_sequence": "scoring",
+    "VideoResult": "scoring",
+    "detect_video": "detect",
+    "extract_video": "extract",
+    "calibrate": "calibration",
+    "load_config": "config",
+    "train_model": ("train", "train"),
+    "evaluate_model": ("evaluate", "evaluate"),
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from .calibration import calibrate
+    from .config import load_config
+    from .datasets import BlockSet, load_split
+    from .detect import detect_video
+    from .errors import LrnetError
+    from .evaluate import evaluate as evaluate_model
+    from .extract import extract_video
+    from .features import cut_blocks
+    from .landmarks import read_landmarks, write_landmarks
+    from .model import LoadedWeights
+    from .scoring import VideoResult, score_sequence
+    from .train import train as train_model
+    from .weights import resolve_weights
+
+
+def __getattr__(name: str) -> Any:
+    where = _EXPORTS.get(name)
+    if where is None:
+        raise AttributeError(f"module 'lrnet' has no attribute {name!r}")
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))
