@@ -205,7 +205,8 @@ class OperatingPoint:
                 "target_fpr": self.target_fpr}
 
 
-def operating_point(labels, scores, method: str = "eer", target_fpr: Optional[float] = None) -> Optional[OperatingPoint]:
+def operating_point(labels, scores, method: str = "eer",
+                    target_fpr: Optional[float] = None) -> Optional[OperatingPoint]:
     """Choose a video-score threshold on ``(n,)`` labels and scores; None with one class.
 
     ``"eer"``: the ROC point where FPR and FNR are closest (ties: the lower FPR).
