@@ -134,7 +134,8 @@ def wilson_interval(successes, trials, confidence: float = CONFIDENCE) -> Tuple[
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     lo = np.where(k == 0, 0.0, np.clip(centre - half, 0.0, 1.0))  # exact ends, not 1e-17 off
     hi = np.where(k == n, 1.0, np.clip(centre + half, 0.0, 1.0))
-    return lo, hi
+    empty = n == 0
+    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
 
 
 def _bootstrap_group(values: np.ndarray, resamples: int, seed: int, confidence: float) -> np.ndarray:
