@@ -213,3 +213,24 @@ def test_video_robustness_with_re_encoded_copies(reference, tmp_path, capsys):
     assert not list((out / "work").glob("*.mp4"))  # degraded copies are removed once scored
     assert main(args) == 0  # resumed: every item cached
     assert json.loads(capsys.readouterr().out)["summary"] == data["summary"]
+
+
+@pytest.mark.misuse
+def test_video_mode_without_degrade_video_is_one_line(tmp_path, capsys):
+    try:
+        from lrnet.compress import degrade_video  # noqa: F401
+        pytest.skip("lrnet.compress.degrade_video is present: nothing to refuse")
+    except ImportError:
+        pass
+    for label in ("real", "fake"):
+        (tmp_path / "clips" / label).mkdir(parents=True)
+        (tmp_path / "clips" / label / "a.mp4").write_bytes(b"not decoded before the check")
+    weights = tmp_path / "w"
+    weights.mkdir()
+    for b in ("g1", "g2"):
+        torch.save(LRNet().state_dict(), weights / f"{b}.pth")
+    assert main(["robustness", "--videos", str(tmp_path / "clips"), "--weights", str(weights),
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "need lrnet.compress.degrade_video" in err
+    assert not (tmp_path / "o" / "items").exists()  # nothing cached that a later run would trust
