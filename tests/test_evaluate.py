@@ -646,8 +646,10 @@ def test_cli_calibrate_on_a_registry_name(tmp_path, monkeypatch, capsys):
     from lrnet.weights import PRETRAINED, PretrainedPair, WeightFile
 
     mirror = _write_weights(tmp_path / "mirror")
-    files = {b: WeightFile((mirror / f"{b}.pth").as_uri(), hashlib.sha256((mirror / f"{b}.pth").read_bytes()).hexdigest())
-             for b in ("g1", "g2")}
+    files = {}
+    for b in ("g1", "g2"):
+        path = mirror / f"{b}.pth"
+        files[b] = WeightFile(path.as_uri(), hashlib.sha256(path.read_bytes()).hexdigest())
     monkeypatch.setitem(PRETRAINED, "local-test", PretrainedPair("local-test", "test pair", files, fps=25.0,
                                                                  fps_source="a test", domain="tests"))
     root = _generated(tmp_path, videos=6)

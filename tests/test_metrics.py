@@ -164,7 +164,8 @@ def test_operating_points_by_hand():
     assert point.to_dict()["target_fpr"] == 0.1
     # a budget no cut-off can meet except "nothing is fake": just above the highest score
     strict = M.operating_point([0, 1], [0.9, 0.5], "target-fpr", 0.0)
-    assert strict.threshold > 0.9 and strict.tpr == 0.0 and M.confusion_matrix([0, 1], [0.9, 0.5], strict.threshold)["fp"] == 0
+    assert strict.threshold > 0.9 and strict.tpr == 0.0
+    assert M.confusion_matrix([0, 1], [0.9, 0.5], strict.threshold)["fp"] == 0
     assert M.operating_point([0, 0], [0.1, 0.2]) is None
     with pytest.raises(ValueError):
         M.operating_point(Y, S, "target-fpr")

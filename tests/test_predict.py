@@ -129,7 +129,8 @@ def test_uncertain_verdicts_on_the_reference_files(reference, weights_dir, capsy
     assert main(["predict", str(lm / "dfo_real.txt"), "--weights", weights_dir, "--json", "--no-uncertain",
                  "--threshold", "0.6"]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["verdict"] == row["call"] == "real" and row["threshold"] == 0.6 and row["threshold_source"] == "--threshold"
+    assert row["verdict"] == row["call"] == "real"
+    assert row["threshold"] == 0.6 and row["threshold_source"] == "--threshold"
 
 
 def test_numeric_flags_are_checked_at_parse_time(tmp_path, capsys):

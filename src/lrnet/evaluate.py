@@ -296,16 +296,17 @@ def save_report(report: EvaluationReport, out_dir, plot: bool = True) -> Dict[st
     except OSError as exc:
         raise LrnetError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     paths: Dict[str, Optional[Path]] = {key: out / name for key, name in REPORT_FILES.items()}
+    roc, json_path, csv_path = out / REPORT_FILES["roc"], out / REPORT_FILES["json"], out / REPORT_FILES["csv"]
     if plot and report.roc is not None:
-        with writing(paths["roc"]):
-            plot_roc(report.roc, report.video_auc, paths["roc"],
+        with writing(roc):
+            plot_roc(report.roc, report.video_auc, roc,
                      title=f"ROC (video level) - {report.dataset}, {'+'.join(report.branches)}, {report.aggregation}")
     else:
         paths["roc"] = None
-    with writing(paths["json"]):
-        atomic_write_text(paths["json"], report_json(report, paths) + "\n")
-    with writing(paths["csv"]):
-        atomic_write_text(paths["csv"], videos_csv(report))
+    with writing(json_path):
+        atomic_write_text(json_path, report_json(report, paths) + "\n")
+    with writing(csv_path):
+        atomic_write_text(csv_path, videos_csv(report))
     return paths
 
 
@@ -385,8 +386,8 @@ def format_report(report: EvaluationReport, paths: Optional[Mapping[str, Optiona
     if report.synthetic:
         lines.append("NOTE: synthetic landmark data (lrnet's generator), not real FF++ landmarks: these numbers "
                      "only show that the pipeline works")
-    for b, acc in report.branch_accuracy.items():
-        lines.append(f"Evaluation ({b}) - Acc: {_fmt(acc)}")
+    for branch, acc in report.branch_accuracy.items():
+        lines.append(f"Evaluation ({branch}) - Acc: {_fmt(acc)}")
     rule = "g1 + g2 >= 1" if len(report.branches) == 2 else f"{report.branches[0]} >= 0.5"
     lines.append(f"Accuracy (sample-level): {_fmt(report.sample_accuracy)}   [{rule}]")
     lines.append(f"Accuracy (video-level): {_fmt(report.video_accuracy)}   [video score >= 0.5]")
@@ -565,7 +566,9 @@ def evaluate_protocols(weights, root, datasets: Sequence[str], levels: Sequence[
     video gives a block is a missing cell too (`no_block_reason`).
     """
     if loader is None:
-        from .datasets import load_split as loader
+        from .datasets import load_split
+
+        loader = load_split
     block_size = block_size or weights.block_size
     used = tuple(b for b in BRANCHES if b in (branches or weights.models))
     cells: Dict[Tuple[str, str], ProtocolCell] = {}

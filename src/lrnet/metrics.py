@@ -200,7 +200,7 @@ class OperatingPoint:
     method: str  # "eer" or "target-fpr"
     target_fpr: Optional[float] = None
 
-    def to_dict(self) -> Dict[str, Optional[float]]:
+    def to_dict(self) -> Dict[str, object]:
         return {"threshold": self.threshold, "fpr": self.fpr, "tpr": self.tpr, "method": self.method,
                 "target_fpr": self.target_fpr}
 
@@ -216,7 +216,8 @@ def operating_point(labels, scores, method: str = "eer",
     """
     if method not in ("eer", "target-fpr"):
         raise ValueError(f"unknown operating point method {method!r}; expected 'eer' or 'target-fpr'")
-    if method == "target-fpr" and (target_fpr is None or not 0.0 <= target_fpr <= 1.0):
+    budget = -1.0 if target_fpr is None else float(target_fpr)
+    if method == "target-fpr" and not 0.0 <= budget <= 1.0:
         raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
     curve = roc_curve(labels, scores)
     if curve is None:
@@ -225,10 +226,10 @@ def operating_point(labels, scores, method: str = "eer",
         gap = np.abs(curve.fpr - (1.0 - curve.tpr))
         i = int(np.flatnonzero(gap == gap.min())[0])
     else:
-        allowed = np.flatnonzero(curve.fpr <= target_fpr + 1e-12)
+        allowed = np.flatnonzero(curve.fpr <= budget + 1e-12)
         i = int(allowed[np.argmax(curve.tpr[allowed])])
     threshold = curve.thresholds[i]
     if not np.isfinite(threshold):  # sklearn's first point: above every score
         threshold = np.nextafter(float(np.max(scores)), np.inf)
     return OperatingPoint(float(threshold), float(curve.fpr[i]), float(curve.tpr[i]), method,
-                          None if method == "eer" else float(target_fpr))
+                          None if method == "eer" else budget)

@@ -261,7 +261,8 @@ def landmark_robustness(weights, sequences: Sequence[np.ndarray], labels: Sequen
                               list(names), labels_arr)
     clean: Optional[ConditionResult] = None
     for condition in landmark_conditions(grid or DEFAULT_LANDMARK_GRID, list(seeds)):
-        test = blockset_from_arrays(perturb(sequences, condition), labels_arr, names, block_size=weights.block_size)
+        test = blockset_from_arrays(perturb(sequences, condition), labels_arr.tolist(), names,
+                                    block_size=weights.block_size)
         probs = {b: block_fake_probabilities(weights.models[b], test.blocks, b, batch_size=batch_size, device=device)
                  for b in branches}
         ev = report_from_probabilities(probs, test, aggregation, weights.source, threshold=value,
@@ -446,19 +447,18 @@ def save_robustness(report: RobustnessReport, out_dir, plot: bool = True) -> Dic
     from .evaluate import writing
 
     out = Path(out_dir)
-    paths: Dict[str, Optional[Path]] = {"json": out / "robustness.json", "csv": out / "robustness.csv",
-                                        "videos": out / "videos.csv", "png": out / "robustness.png"}
-    with writing(paths["json"]):
-        atomic_write_text(paths["json"], json.dumps(report.to_dict(), indent=1) + "\n")
-    with writing(paths["csv"]):
-        atomic_write_text(paths["csv"], _csv([r.row() for r in report.results]))
-    with writing(paths["videos"]):
-        atomic_write_text(paths["videos"], _csv(_video_rows(report)))
+    texts = {"json": ("robustness.json", json.dumps(report.to_dict(), indent=1) + "\n"),
+             "csv": ("robustness.csv", _csv([r.row() for r in report.results])),
+             "videos": ("videos.csv", _csv(_video_rows(report)))}
+    paths: Dict[str, Optional[Path]] = {}
+    for key, (name, text) in texts.items():
+        paths[key] = out / name
+        with writing(out / name):
+            atomic_write_text(out / name, text)
+    paths["png"] = out / "robustness.png" if plot else None
     if plot:
-        with writing(paths["png"]):
-            plot_robustness(report, paths["png"])
-    else:
-        paths["png"] = None
+        with writing(out / "robustness.png"):
+            plot_robustness(report, out / "robustness.png")
     return paths
 
 

@@ -302,12 +302,11 @@ def score_blocks(blocks: np.ndarray, models: Mapping[str, nn.Module], frames: in
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
     branches = [b for b in BRANCHES if b in models]
-    common = dict(threshold=float(threshold), threshold_source=threshold_source)
     if len(blocks) == 0:
         return VideoResult(name, frames, 0, float("nan"), "n/a", aggregation, branches,
                            np.empty(0, np.float32), {},
                            error=f"too short: {frames} frames, need more than {block_size} for one block",
-                           call="n/a", **common)
+                           call="n/a", threshold=float(threshold), threshold_source=threshold_source)
     per_branch = {b: block_fake_probabilities(models[b], blocks, b, device=device) for b in branches}
     merged = merge_branches(per_branch)
     one = np.zeros(len(merged), np.int64)
@@ -315,4 +314,5 @@ def score_blocks(blocks: np.ndarray, models: Mapping[str, nn.Module], frames: in
     lo, hi = video_intervals(merged, one, 1, aggregation)[0]
     call, verdicts = decide([score], [[lo, hi]], threshold, uncertain)
     return VideoResult(name, frames, len(blocks), score, str(verdicts[0]), aggregation, branches,
-                       merged, per_branch, call=str(call[0]), interval=(float(lo), float(hi)), **common)
+                       merged, per_branch, call=str(call[0]), interval=(float(lo), float(hi)),
+                       threshold=float(threshold), threshold_source=threshold_source)

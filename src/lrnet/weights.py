@@ -52,7 +52,7 @@ class PretrainedPair:
     description: str
     files: Mapping[str, WeightFile]  # branch -> file
     block_size: int = 30
-    model: Mapping[str, Any] = None  # ModelConfig overrides; None = defaults
+    model: Optional[Mapping[str, Any]] = None  # ModelConfig overrides; None = defaults
     fps: Optional[float] = None  # frame rate of the training videos (frames/s)
     fps_source: str = ""  # why `fps` is what it is
     training_data: str = ""
