@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -65,7 +65,8 @@ def block_fake_probabilities(model: nn.Module, blocks: "np.ndarray | torch.Tenso
     model.eval()
     try:
         for start in range(0, n, batch_size):
-            x = branch_input(source[start:start + batch_size].to(device, non_blocking=True), branch)
+            batch: Any = source[start:start + batch_size].to(device, non_blocking=True)  # a tensor: branch_input
+            x = branch_input(batch, branch)  # is typed for arrays but works on tensors as well
             out[start:start + len(x)] = fake_probability(model(x)).cpu().numpy()
     finally:
         model.train(was_training)
