@@ -171,7 +171,10 @@ def test_thresholds_at_exactly_half():
     assert list(report.video_scores) == [0.5, 0.5]
     assert report.video_accuracy == 0.5  # 0.5 -> fake: right for the fake video, wrong for the real one
     rows = {r["video"]: r for r in report.video_rows()}
-    assert rows["fake.txt"]["verdict"] == "fake" and rows["real.txt"]["verdict"] == "fake"
+    assert rows["fake.txt"]["call"] == "fake" and rows["real.txt"]["call"] == "fake"
+    # a score on the threshold: the interval contains it, so the verdict is "uncertain"
+    assert rows["fake.txt"]["verdict"] == "uncertain" and rows["real.txt"]["verdict"] == "uncertain"
+    assert report.confusion == {"tp": 1, "fp": 1, "tn": 0, "fn": 0}
 
 
 @pytest.mark.parametrize("aggregation", ["mean-prob", "mean-logit"])
@@ -233,9 +236,11 @@ def test_save_report_files(tmp_path):
         assert int(r["blocks"]) == report.video_blocks[i]
         if report.video_blocks[i]:
             assert float(r["score"]) == pytest.approx(report.video_scores[i], abs=1e-6)
-            assert r["verdict"] == ("fake" if report.video_scores[i] >= 0.5 else "real")
+            assert r["call"] == ("fake" if report.video_scores[i] >= 0.5 else "real")
+            lo, hi = float(r["interval_lo"]), float(r["interval_hi"])
+            assert r["verdict"] == ("uncertain" if lo <= 0.5 <= hi else r["call"])
         else:
-            assert r["score"] == "" and r["verdict"] == "n/a"
+            assert r["score"] == "" and r["verdict"] == r["call"] == "n/a" and r["interval_lo"] == ""
     leftovers = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
     assert leftovers == []  # atomic writes leave no temporary files
 
@@ -367,10 +372,13 @@ def test_cli_exit_codes(cli_setup, capsys):
                  "--output", str(tmp / "q")]) == 2
     # missing weights -> status 2
     assert main(["evaluate", "--weights", str(tmp / "nowhere"), "--root", str(root)]) == 2
-    # bad values -> status 2 with a message
-    assert main(["evaluate", "--weights", str(weights), "--root", str(root), "--threads", "0"]) == 2
-    assert main(["evaluate", "--weights", str(weights), "--root", str(root), "--block-size", "1"]) == 2
-    assert "--block-size" in capsys.readouterr().err
+    # bad values -> refused at parse time, status 2 with a message naming the flag
+    capsys.readouterr()
+    for flags in (["--threads", "0"], ["--block-size", "1"], ["--batch-size", "-3"], ["--target-fpr", "2"],
+                  ["--threshold", "inf"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--weights", str(weights), "--root", str(root), *flags])
+        assert exc.value.code == 2 and flags[0] in capsys.readouterr().err
     # bad flag -> argparse's status 2
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--aggregate", "median"])
@@ -563,3 +571,135 @@ def test_parity_with_reference_implementation(reference, tmp_path):
     for name, score in want["scores"].items():
         assert report.video_scores[report.videos.index(name)] == score
     assert 0.5 < report.video_auc < 1 and len(set(want["scores"].values())) > 2  # not a degenerate case
+
+
+# ----------------------------------------------------------------------------- operating points and calibration
+
+def test_report_has_intervals_operating_point_and_rates(tmp_path):
+    test, _ = hand_split()
+    report = evaluate(encoded_weights(), test)
+    scored = report.video_blocks > 0
+    lo, hi = report.video_intervals[scored].T
+    s = report.video_scores[scored]
+    assert (lo <= s).all() and (s <= hi).all() and np.isnan(report.video_intervals[~scored]).all()
+    c = report.confusion
+    assert c["tp"] + c["fn"] == 3 and c["tn"] + c["fp"] == 2  # scored videos only
+    assert report.video_accuracy_at_threshold == report.video_accuracy  # threshold 0.5
+    assert report.threshold == 0.5 and report.threshold_source == "default"
+    data = json.loads(save_report(report, tmp_path)["json"].read_text())
+    assert set(data["metrics"]) >= {"tpr_at_fpr_0.01", "tpr_at_fpr_0.05", "tpr_at_fpr_0.1"}
+    assert data["confusion_matrix"] == c and data["threshold"] == {"value": 0.5, "source": "default"}
+    assert data["per_video"][0]["interval"] is not None and "Wilson" in data["interval"]
+    text = format_report(report)
+    assert "Confusion matrix at the threshold" in text and "TPR at FPR 1%:" in text and "Uncertain verdicts" in text
+    # another threshold changes calls and the confusion matrix, never AUC or the reference accuracy
+    strict = evaluate(encoded_weights(), test, threshold=0.9)
+    assert strict.video_auc == report.video_auc and strict.video_accuracy == report.video_accuracy
+    assert strict.confusion["tp"] + strict.confusion["fp"] <= c["tp"] + c["fp"]
+
+
+def _generated(tmp_path, videos=10):
+    from lrnet.synthetic import generate_ffpp
+
+    root = tmp_path / "synthetic"
+    generate_ffpp(root, {"train": 2, "val": videos, "test": videos}, levels=("raw",), frames=(70, 160), workers=1)
+    return root
+
+
+def test_cli_calibrate_stores_the_threshold_and_predict_uses_it(tmp_path, capsys):
+    from lrnet.cli import main
+
+    root = _generated(tmp_path)
+    run = _write_weights(tmp_path / "run")
+    (run / "lrnet.json").write_text(json.dumps({"block_size": 30, "note": "kept"}))
+    rc = main(["evaluate", "--weights", str(run), "--root", str(root), "--calibrate", "--target-fpr", "0.2",
+               "--output", str(tmp_path / "e"), "--no-cache", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0 and f"stored in {run / 'lrnet.json'}" in captured.err
+    meta = json.loads((run / "lrnet.json").read_text())
+    assert meta["note"] == "kept" and meta["block_size"] == 30  # read-modify-write keeps other keys
+    record = meta["threshold"]
+    assert record["method"] == "target-fpr" and record["target_fpr"] == 0.2 and record["fpr"] <= 0.2
+    assert (record["dataset"], record["level"], record["split"], record["aggregation"]) == ("DF", "raw", "val", "vote")
+    assert record["date"] and 0.0 <= record["value"] <= 1.0 + 1e-9
+    data = json.loads(captured.out)
+    assert data["threshold"]["value"] == record["value"]
+    assert data["threshold"]["source"] == f"{run / 'lrnet.json'} (target-fpr 0.2 on DF raw val)"
+    # predict on the same weights: the stored threshold decides, and every row says so
+    files = sorted((root / "DF" / "raw" / "test").glob("*.txt"))
+    assert main(["predict", str(files[0]), "--weights", str(run), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["threshold"] == record["value"] and "target-fpr 0.2 on DF raw val" in row["threshold_source"]
+    assert row["call"] == ("fake" if row["score"] >= record["value"] else "real")
+    # another aggregation: the stored threshold does not apply
+    assert main(["predict", str(files[0]), "--weights", str(run), "--json", "--aggregate", "mean-prob"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["threshold"] == 0.5 and "stored threshold is for vote" in row["threshold_source"]
+
+
+def test_cli_calibrate_on_a_registry_name(tmp_path, monkeypatch, capsys):
+    """A registry pair has no run folder: refused in one line without --calibrate-to; with it, the folder
+    stands for the pair and carries the threshold (served from a file:// mirror, offline)."""
+    import hashlib
+
+    from lrnet.cli import main
+    from lrnet.weights import PRETRAINED, PretrainedPair, WeightFile
+
+    mirror = _write_weights(tmp_path / "mirror")
+    files = {}
+    for b in ("g1", "g2"):
+        path = mirror / f"{b}.pth"
+        files[b] = WeightFile(path.as_uri(), hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setitem(PRETRAINED, "local-test", PretrainedPair("local-test", "test pair", files, fps=25.0,
+                                                                 fps_source="a test", domain="tests"))
+    root = _generated(tmp_path, videos=6)
+    assert main(["evaluate", "--weights", "local-test", "--root", str(root), "--calibrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--calibrate-to" in err
+    target = tmp_path / "calibrated"
+    assert main(["evaluate", "--weights", "local-test", "--root", str(root), "--calibrate", "--calibrate-to",
+                 str(target), "--output", str(tmp_path / "e"), "--no-cache"]) == 0
+    assert "Threshold:" in capsys.readouterr().out
+    meta = json.loads((target / "lrnet.json").read_text())
+    assert meta["pretrained"] == "local-test" and meta["threshold"]["method"] == "eer"
+    from lrnet.weights import resolve_weights
+
+    weights = resolve_weights(str(target))
+    assert weights.threshold == meta["threshold"]["value"] and weights.card["domain"] == "tests"
+    assert weights.threshold_source == f"{target / 'lrnet.json'} (eer on DF raw val)"
+
+
+@pytest.mark.misuse
+def test_cli_block_size_larger_than_every_file_is_an_error(cli_setup, capsys):
+    from lrnet.cli import main
+
+    weights, root, tmp = cli_setup
+    rc = main(["evaluate", "--weights", str(weights), "--root", str(root), "--block-size", "500",
+               "--output", str(tmp / "o"), "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no video had a block" in err and "130 frames" in err
+    assert not (tmp / "o" / "metrics.json").exists()
+
+
+@pytest.mark.misuse
+def test_cli_output_on_a_full_disk_is_one_line(cli_setup, tmp_path):
+    """Writes that fail (here: a file-size limit, EFBIG, the same OSError path as ENOSPC) end with
+    `PATH: cannot write (reason)` and exit status 2, no traceback, no temporary left behind."""
+    import subprocess
+    import textwrap
+
+    weights, root, _ = cli_setup
+    out = tmp_path / "full"
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+        from lrnet.cli import main
+        sys.exit(main(["evaluate", "--json", "--weights", {str(weights)!r}, "--root", {str(root)!r}, "--no-cache",
+                       "--output", {str(out)!r}]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert ": cannot write (File too large)" in proc.stderr and str(out) in proc.stderr
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []

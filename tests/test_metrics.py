@@ -135,3 +135,50 @@ def test_bad_inputs_raise():
         M.video_accuracy([0.2, 0.3, 0.4], [0, 1])
     with pytest.raises(ValueError, match="0 \\(real\\) or 1"):
         M.class_counts([0, 2])
+
+
+# ----------------------------------------------------------------------------- operating points
+
+Y = [0, 0, 0, 0, 1, 1, 1, 1]
+S = [0.1, 0.3, 0.45, 0.7, 0.4, 0.6, 0.8, 0.9]
+
+
+def test_confusion_matrix_by_hand():
+    assert M.confusion_matrix(Y, S, 0.5) == {"tp": 3, "fp": 1, "tn": 3, "fn": 1}
+    assert M.confusion_matrix(Y, S, 0.4) == {"tp": 4, "fp": 2, "tn": 2, "fn": 0}  # >= is fake
+    assert M.confusion_matrix(Y, S, 0.95) == {"tp": 0, "fp": 0, "tn": 4, "fn": 4}
+    assert M.video_accuracy(S, Y, 0.4) == 0.75 and M.video_accuracy(S, Y) == 0.75
+
+
+def test_tpr_at_fpr_by_hand():
+    # cut-offs: 0.9 -> (0, .25), 0.8 -> (0, .5), 0.7 -> (.25, .5), 0.6 -> (.25, .75), 0.45 -> (.5, .75) ...
+    assert M.tpr_at_fpr(Y, S, (0.0, 0.1, 0.25, 0.5)) == {0.0: 0.5, 0.1: 0.5, 0.25: 0.75, 0.5: 1.0}
+    assert M.tpr_at_fpr([1, 1], [0.2, 0.3]) is None
+
+
+def test_operating_points_by_hand():
+    eer = M.operating_point(Y, S, "eer")
+    assert (eer.threshold, eer.fpr, eer.tpr) == (0.6, 0.25, 0.75)  # FPR = FNR = 0.25
+    point = M.operating_point(Y, S, "target-fpr", 0.1)
+    assert (point.threshold, point.fpr, point.tpr) == (0.8, 0.0, 0.5)
+    assert point.to_dict()["target_fpr"] == 0.1
+    # a budget no cut-off can meet except "nothing is fake": just above the highest score
+    strict = M.operating_point([0, 1], [0.9, 0.5], "target-fpr", 0.0)
+    assert strict.threshold > 0.9 and strict.tpr == 0.0
+    assert M.confusion_matrix([0, 1], [0.9, 0.5], strict.threshold)["fp"] == 0
+    assert M.operating_point([0, 0], [0.1, 0.2]) is None
+    with pytest.raises(ValueError):
+        M.operating_point(Y, S, "target-fpr")
+    with pytest.raises(ValueError):
+        M.operating_point(Y, S, "youden")
+
+
+def test_calibrated_threshold_meets_its_budget_on_random_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.15), 0, 1)
+    for target in (0.01, 0.05, 0.2):
+        point = M.operating_point(y, s, "target-fpr", target)
+        c = M.confusion_matrix(y, s, point.threshold)
+        assert c["fp"] / (c["fp"] + c["tn"]) == point.fpr <= target
+        assert c["tp"] / (c["tp"] + c["fn"]) == point.tpr == M.tpr_at_fpr(y, s, (target,))[target]

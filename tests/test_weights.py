@@ -164,3 +164,90 @@ def test_weights_folder(reference, tmp_path):
     (folder / "g2.pth").unlink()
     with pytest.raises(LrnetError, match="no g2.pth"):
         resolve_weights(str(folder))
+
+
+# ----------------------------------------------------------------------------- model cards and thresholds
+
+def test_registry_cards_state_frame_rate_source_and_domain():
+    ffpp, dfo = PRETRAINED["ffpp-raw"].card(), PRETRAINED["dfo"].card()
+    assert ffpp["fps"] == 30.0 and "FF++ videos are mostly 30 fps" in ffpp["fps_source"]
+    assert dfo["fps"] == 25.0 and "DeeperForensics is 25 fps" in dfo["fps_source"]
+    assert "not meant for DeeperForensics" in ffpp["domain"] and "c0/raw" in ffpp["domain"]
+    assert dfo["domain"] == "DeeperForensics-1.0" and dfo["block_size"] == 30
+
+
+def test_a_copy_of_official_weights_gets_their_card(reference, tmp_path):
+    weights = resolve_weights(str(reference / "weights" / "dfo"))
+    assert weights.fps == 25.0 and weights.card["domain"] == "DeeperForensics-1.0"
+    assert weights.threshold == 0.5 and weights.card["threshold_source"] == "default"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    torch.save(LRNet().state_dict(), folder / "g1.pth")
+    torch.save(LRNet().state_dict(), folder / "g2.pth")
+    card = resolve_weights(str(folder)).card
+    assert card["fps"] is None and card["fps_source"] == "unknown" and "unknown" in card["training_data"]
+
+
+def _run_folder(tmp_path, meta):
+    import json
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for b in ("g1", "g2"):
+        torch.save(LRNet().state_dict(), folder / f"{b}.pth")
+    (folder / "lrnet.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_save_threshold_is_read_modify_write_and_resolve_reads_it(tmp_path):
+    import json
+
+    from lrnet.weights import save_threshold, threshold_for
+
+    folder = _run_folder(tmp_path, {"block_size": 30, "fps": 25, "dataset": {"train": {"name": "DF/raw/train"}},
+                                    "extra": [1, 2]})
+    record = {"value": 0.375, "method": "eer", "target_fpr": None, "dataset": "DF", "level": "raw", "split": "val",
+              "aggregation": "vote", "branches": ["g1", "g2"]}
+    save_threshold(folder, record)
+    meta = json.loads((folder / "lrnet.json").read_text())
+    assert meta["extra"] == [1, 2] and meta["fps"] == 25 and meta["threshold"]["date"]
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+    weights = resolve_weights(str(folder))
+    assert weights.threshold == 0.375 and weights.fps == 25.0
+    assert weights.threshold_source == f"{folder / 'lrnet.json'} (eer on DF raw val)"
+    assert weights.card["training_data"] == "DF/raw/train" and weights.card["threshold"] == 0.375
+    assert threshold_for(weights, "vote") == (0.375, weights.threshold_source)
+    assert threshold_for(weights, "mean-prob")[0] == 0.5
+    assert threshold_for(resolve_weights(str(folder), branches=("g1",)), "vote")[0] == 0.5
+    assert threshold_for(weights, "vote", override=0.7) == (0.7, "--threshold")
+
+
+@pytest.mark.misuse
+def test_malformed_threshold_records_are_one_line_errors(tmp_path):
+    folder = _run_folder(tmp_path, {"threshold": {"value": "high"}})
+    with pytest.raises(LrnetError, match=r"lrnet.json: \"threshold\" needs a numeric \"value\""):
+        resolve_weights(str(folder))
+    (folder / "lrnet.json").write_text('{"threshold": {"value": 7}}')
+    with pytest.raises(LrnetError, match="outside"):
+        resolve_weights(str(folder))
+    (folder / "lrnet.json").write_text("[1, 2]")
+    with pytest.raises(LrnetError, match="must be a JSON object"):
+        resolve_weights(str(folder))
+
+
+def test_weights_list_and_show_print_cards(reference, tmp_path, capsys):
+    import json
+
+    from lrnet.cli import main
+
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "frame rate: 30 fps (FF++ videos are mostly 30 fps" in out and "domain: DeeperForensics-1.0" in out
+    assert main(["weights", "show", str(reference / "weights" / "dfo")]) == 0
+    out = capsys.readouterr().out
+    assert "frame rate: 25 fps (DeeperForensics is 25 fps" in out and "threshold: 0.5 (default)" in out
+    assert main(["weights", "show", str(reference / "weights" / "ffpp_raw"), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["fps"] == 30.0 and card["block_size"] == 30
+    assert main(["weights", "show", "ffpp-raw", "--offline"]) == 2  # not cached: the usual one-line hint
+    assert "lrnet weights download ffpp-raw" in capsys.readouterr().err

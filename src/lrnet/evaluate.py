@@ -6,6 +6,12 @@ blocks into video scores with `lrnet.scoring.aggregate_blocks` and computes the 
 `lrnet.metrics`. Videos too short to give one block (frames <= block size) are not scored: they
 are listed as skipped and left out of every video-level metric (the reference crashes on them).
 
+Every video also gets the 95% interval of its score (`lrnet.scoring.video_intervals`), its call at
+the threshold used (the weights' calibrated one, or 0.5) and a verdict that is "uncertain" when the
+interval contains that threshold; the report adds the confusion matrix at that threshold and the
+TPR at FPR 1%, 5% and 10%. The reference's metrics (accuracies at 0.5, AUC) are unchanged.
+`calibrate_threshold` picks a threshold on a (validation) report at the EER or a target FPR.
+
 `save_report` writes ``metrics.json``, ``videos.csv`` and ``roc.png``; `evaluate_protocols`
 runs one set of weights on several datasets and compression levels and tabulates video AUC and
 accuracy (cross-manipulation, cross-compression, cross-dataset protocols).
@@ -13,6 +19,7 @@ accuracy (cross-manipulation, cross-compression, cross-dataset protocols).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -20,7 +27,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,9 +35,12 @@ from . import metrics as M
 from .atomic import atomic_path, atomic_write_text
 from .errors import LrnetError
 from .features import BRANCHES
-from .scoring import AGGREGATIONS, DEFAULT_AGGREGATION, aggregate_blocks, block_fake_probabilities, merge_branches, verdict
+from .scoring import (AGGREGATIONS, DEFAULT_AGGREGATION, THRESHOLD, aggregate_blocks, block_fake_probabilities, decide,
+                      interval_method, merge_branches, video_intervals)
 
 REPORT_FILES = {"json": "metrics.json", "csv": "videos.csv", "roc": "roc.png"}
+FPR_TARGETS = (0.01, 0.05, 0.10)
+CSV_FIELDS = ["video", "label", "frames", "blocks", "score", "verdict", "call", "interval_lo", "interval_hi"]
 
 
 @dataclass
@@ -68,6 +78,22 @@ class EvaluationReport:
     branch_block_scores: Dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     seconds: float = 0.0  # scoring time (model + metrics), excluding loading
     synthetic: bool = False  # the split is lrnet's generated stand-in data, not real landmarks
+    # operating point: calls, verdicts and the confusion matrix use `threshold`
+    threshold: float = THRESHOLD
+    threshold_source: str = "default"
+    uncertain: bool = True  # verdicts say "uncertain" when the interval contains the threshold
+    video_intervals: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 2)))  # (n_videos, 2)
+    video_accuracy_at_threshold: Optional[float] = None
+    confusion: Optional[Dict[str, int]] = None  # tp/fp/tn/fn over scored videos at `threshold`
+    tpr_at_fpr: Optional[Dict[float, float]] = None  # FPR budget -> TPR (None: one class)
+
+    def calls_and_verdicts(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(n_videos,)`` calls and verdicts at the report's threshold (see `lrnet.scoring.decide`)."""
+        return decide(self.video_scores, self.video_intervals, self.threshold, self.uncertain)
+
+    @property
+    def n_uncertain(self) -> int:
+        return int(np.count_nonzero(self.calls_and_verdicts()[1] == "uncertain"))
 
     @property
     def n_videos(self) -> int:
@@ -99,16 +125,22 @@ class EvaluationReport:
             "eer_video": self.video_eer,
             "ap_video": self.video_ap,
             "auc_sample": self.sample_auc,
+            "accuracy_video_at_threshold": self.video_accuracy_at_threshold,
+            **{f"tpr_at_fpr_{t:g}": (self.tpr_at_fpr or {}).get(t) for t in FPR_TARGETS},
         }
 
     def video_rows(self) -> List[Dict[str, Any]]:
-        """One row per video: video, label, frames, blocks, score (None if skipped), verdict."""
+        """One row per video: video, label, frames, blocks, score (None if skipped), verdict, call,
+        interval ([lo, hi] or None)."""
         rows = []
+        calls, verdicts = self.calls_and_verdicts()
         for i, name in enumerate(self.videos):
             score = float(self.video_scores[i])
+            lo, hi = (float(v) for v in self.video_intervals[i])
             rows.append({"video": name, "label": int(self.video_labels[i]), "frames": int(self.video_frames[i]),
                          "blocks": int(self.video_blocks[i]), "score": None if math.isnan(score) else score,
-                         "verdict": verdict(score)})
+                         "verdict": str(verdicts[i]), "call": str(calls[i]),
+                         "interval": None if math.isnan(score) else [lo, hi]})
         return rows
 
     def to_dict(self, with_videos: bool = True) -> Dict[str, Any]:
@@ -120,6 +152,9 @@ class EvaluationReport:
             "videos_per_class": self.videos_per_class, "blocks_per_class": self.blocks_per_class,
             "skipped_per_class": self.skipped_per_class, "skipped": self.skipped,
             "roc": self.roc.to_dict() if self.roc is not None else None,
+            "threshold": {"value": self.threshold, "source": self.threshold_source},
+            "interval": interval_method(self.aggregation), "uncertain_videos": self.n_uncertain,
+            "confusion_matrix": self.confusion,
             "seconds": round(self.seconds, 4),
         }
         if with_videos:
@@ -128,13 +163,18 @@ class EvaluationReport:
 
 
 def evaluate(weights, test, branches: Optional[Sequence[str]] = None,
-             aggregation: str = DEFAULT_AGGREGATION, device=None, batch_size: int = 512) -> EvaluationReport:
+             aggregation: str = DEFAULT_AGGREGATION, device=None, batch_size: int = 512, *,
+             threshold: Optional[float] = None, uncertain: bool = True) -> EvaluationReport:
     """Score the BlockSet `test` with `weights` (a `lrnet.weights.LoadedWeights`) and compute metrics.
 
     `branches` defaults to every branch the weights hold (g1 then g2). With one branch, its
     p(fake) is the block score; with two, the merged score ``(p_g1 + p_g2) / 2``. Video scores use
     `aggregation` (see `lrnet.scoring.AGGREGATIONS`). `device` defaults to the models' device.
+    `threshold`: the operating point for calls, verdicts and the confusion matrix (None: the
+    weights' stored threshold when it fits `aggregation` and the branches, else 0.5).
     """
+    from .weights import threshold_for
+
     if aggregation not in AGGREGATIONS:
         raise LrnetError(f"unknown aggregation {aggregation!r}; expected one of {', '.join(AGGREGATIONS)}")
     unknown = sorted(set(branches or ()) - set(BRANCHES))
@@ -151,13 +191,16 @@ def evaluate(weights, test, branches: Optional[Sequence[str]] = None,
     start = time.perf_counter()
     probs = {b: block_fake_probabilities(weights.models[b], test.blocks, b, batch_size=batch_size, device=device)
              for b in branches}
-    report = report_from_probabilities(probs, test, aggregation, weights.source)
+    value, source = threshold_for(weights, aggregation, branches, threshold)
+    report = report_from_probabilities(probs, test, aggregation, weights.source, threshold=value,
+                                       threshold_source=source, uncertain=uncertain)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def report_from_probabilities(probs: Mapping[str, np.ndarray], test, aggregation: str = DEFAULT_AGGREGATION,
-                              weights_source: str = "") -> EvaluationReport:
+                              weights_source: str = "", *, threshold: float = THRESHOLD,
+                              threshold_source: str = "default", uncertain: bool = True) -> EvaluationReport:
     """All metrics from per-branch block p(fake) ``{branch: (n_blocks,)}`` of the BlockSet `test`
     (blocks in ``test.blocks`` order); no model is run. `evaluate` is this after scoring."""
     branches = tuple(b for b in BRANCHES if b in probs)
@@ -206,7 +249,39 @@ def report_from_probabilities(probs: Mapping[str, np.ndarray], test, aggregation
         video_blocks=video_blocks, video_scores=video_scores,
         block_labels=block_labels, block_scores=merged, branch_block_scores=dict(probs),
         synthetic=bool(getattr(test, "synthetic", False)),
+        threshold=float(threshold), threshold_source=threshold_source, uncertain=uncertain,
+        video_intervals=video_intervals(merged, block_video, n_videos, aggregation),
+        video_accuracy_at_threshold=M.video_accuracy(s_v, y_v, threshold),
+        confusion=M.confusion_matrix(y_v, s_v, threshold) if y_v.size else None,
+        tpr_at_fpr=M.tpr_at_fpr(y_v, s_v, FPR_TARGETS),
     )
+
+
+def no_block_reason(report: EvaluationReport) -> Optional[str]:
+    """Why nothing could be scored (every video shorter than one block), else None."""
+    if report.n_blocks:
+        return None
+    longest = int(report.video_frames.max()) if report.video_frames.size else 0
+    return (f"{report.dataset}: no video had a block: all {len(report.videos)} files have at most {longest} frames, "
+            f"a block needs more than {report.block_size} (use a smaller --block-size)")
+
+
+def calibrate_threshold(report: EvaluationReport, method: str = "eer", target_fpr: Optional[float] = None,
+                        dataset: str = "", level: str = "", split: str = "val") -> Dict[str, Any]:
+    """Choose a video-score threshold on `report` (a validation split) at the EER or at `target_fpr`.
+
+    Returns the record `lrnet.weights.save_threshold` stores: value, method, target_fpr, dataset,
+    level, split, aggregation, branches, and the FPR / TPR it gives on that split. Raises
+    `LrnetError` when the split lacks one class (no ROC, so no operating point).
+    """
+    scored = report.video_blocks > 0
+    point = M.operating_point(report.video_labels[scored], report.video_scores[scored], method, target_fpr)
+    if point is None:
+        reason = report.undefined.get("roc", "no scored videos")
+        raise LrnetError(f"{report.dataset}: cannot calibrate a threshold ({reason})")
+    return {"value": point.threshold, "method": method, "target_fpr": point.target_fpr, "dataset": dataset,
+            "level": level, "split": split, "aggregation": report.aggregation, "branches": list(report.branches),
+            "fpr": point.fpr, "tpr": point.tpr, "videos": report.n_videos}
 
 
 # ----------------------------------------------------------------------------- output files
@@ -221,20 +296,40 @@ def save_report(report: EvaluationReport, out_dir, plot: bool = True) -> Dict[st
     except OSError as exc:
         raise LrnetError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     paths: Dict[str, Optional[Path]] = {key: out / name for key, name in REPORT_FILES.items()}
+    roc, json_path, csv_path = out / REPORT_FILES["roc"], out / REPORT_FILES["json"], out / REPORT_FILES["csv"]
     if plot and report.roc is not None:
-        plot_roc(report.roc, report.video_auc, paths["roc"],
-                 title=f"ROC (video level) - {report.dataset}, {'+'.join(report.branches)}, {report.aggregation}")
+        with writing(roc):
+            plot_roc(report.roc, report.video_auc, roc,
+                     title=f"ROC (video level) - {report.dataset}, {'+'.join(report.branches)}, {report.aggregation}")
     else:
         paths["roc"] = None
-    atomic_write_text(paths["json"], report_json(report, paths) + "\n")
+    with writing(json_path):
+        atomic_write_text(json_path, report_json(report, paths) + "\n")
+    with writing(csv_path):
+        atomic_write_text(csv_path, videos_csv(report))
+    return paths
+
+
+@contextlib.contextmanager
+def writing(path) -> Iterator[None]:
+    """Turn an OS error while writing `path` (a full disk, no permission) into a one-line `LrnetError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise LrnetError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def videos_csv(report: EvaluationReport) -> str:
+    """``videos.csv``: one row per video (`CSV_FIELDS`), empty cells for skipped videos."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["video", "label", "frames", "blocks", "score", "verdict"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in report.video_rows():
-        writer.writerow({**row, "score": "" if row["score"] is None else f"{row['score']:.6f}"})
-    atomic_write_text(paths["csv"], buf.getvalue())
-    return paths
+        interval = row.pop("interval")
+        writer.writerow({**row, "score": "" if row["score"] is None else f"{row['score']:.6f}",
+                         "interval_lo": "" if interval is None else f"{interval[0]:.6f}",
+                         "interval_hi": "" if interval is None else f"{interval[1]:.6f}"})
+    return buf.getvalue()
 
 
 def report_json(report: EvaluationReport, paths: Optional[Mapping[str, Optional[Path]]] = None) -> str:
@@ -291,8 +386,8 @@ def format_report(report: EvaluationReport, paths: Optional[Mapping[str, Optiona
     if report.synthetic:
         lines.append("NOTE: synthetic landmark data (lrnet's generator), not real FF++ landmarks: these numbers "
                      "only show that the pipeline works")
-    for b, acc in report.branch_accuracy.items():
-        lines.append(f"Evaluation ({b}) - Acc: {_fmt(acc)}")
+    for branch, acc in report.branch_accuracy.items():
+        lines.append(f"Evaluation ({branch}) - Acc: {_fmt(acc)}")
     rule = "g1 + g2 >= 1" if len(report.branches) == 2 else f"{report.branches[0]} >= 0.5"
     lines.append(f"Accuracy (sample-level): {_fmt(report.sample_accuracy)}   [{rule}]")
     lines.append(f"Accuracy (video-level): {_fmt(report.video_accuracy)}   [video score >= 0.5]")
@@ -302,6 +397,7 @@ def format_report(report: EvaluationReport, paths: Optional[Mapping[str, Optiona
     lines.append(f"EER (video-level): {_fmt(report.video_eer)}")
     lines.append(f"Average precision (video-level): {_fmt(report.video_ap)}")
     lines.append(f"AUC (sample-level): {_fmt(report.sample_auc)}")
+    lines += _operating_lines(report)
     v, b, s = report.videos_per_class, report.blocks_per_class, report.skipped_per_class
     lines.append(f"Videos scored: {report.n_videos} ({v['real']} real, {v['fake']} fake); "
                  f"blocks: {report.n_blocks} ({b['real']} real, {b['fake']} fake)")
@@ -329,6 +425,22 @@ def format_report(report: EvaluationReport, paths: Optional[Mapping[str, Optiona
                 lines.append(f"{'Metrics (JSON)' if key == 'json' else 'Per-video scores (CSV)'}: {paths[key]}")
     lines.append("#------------End------------#")
     return "\n".join(lines)
+
+
+def _operating_lines(report: EvaluationReport) -> List[str]:
+    """Threshold, accuracy and confusion matrix at it, uncertain verdicts, TPR at FPR budgets."""
+    lines = [f"Threshold: {report.threshold:.4f} ({report.threshold_source})",
+             f"Accuracy (video-level) at the threshold: {_fmt(report.video_accuracy_at_threshold)}"]
+    if report.confusion:
+        c = report.confusion
+        lines.append(f"Confusion matrix at the threshold (videos): TP {c['tp']}  FP {c['fp']}  TN {c['tn']}  "
+                     f"FN {c['fn']}   [fake = positive]")
+    if report.uncertain:
+        lines.append(f"Uncertain verdicts (95% interval contains the threshold): {report.n_uncertain} of "
+                     f"{report.n_videos} videos   [{interval_method(report.aggregation)}]")
+    rates = report.tpr_at_fpr
+    lines.append("TPR at FPR " + ", ".join(f"{t:.0%}: {_fmt((rates or {}).get(t))}" for t in FPR_TARGETS))
+    return lines
 
 
 def format_metrics_table(reports: Mapping[str, EvaluationReport]) -> str:
@@ -443,16 +555,20 @@ def evaluate_protocols(weights, root, datasets: Sequence[str], levels: Sequence[
                        device=None, block_size: Optional[int] = None, batch_size: int = 512,
                        loader: Optional[Callable[..., Any]] = None,
                        on_cell: Optional[Callable[[ProtocolCell], None]] = None,
+                       threshold: Optional[float] = None, uncertain: bool = True,
                        **load_kwargs) -> ProtocolTable:
     """Evaluate one set of weights on every ``dataset x level`` test split.
 
     A split that cannot be loaded (not prepared, empty, unreadable: any `LrnetError`) becomes a
     cell marked missing with the reason; the others are still evaluated. `loader` defaults to
     `lrnet.datasets.load_split` (called as ``loader(root, dataset, level, split, block_size=...,
-    **load_kwargs)``); `on_cell` is called after each cell (progress output).
+    **load_kwargs)``); `on_cell` is called after each cell (progress output). A split in which no
+    video gives a block is a missing cell too (`no_block_reason`).
     """
     if loader is None:
-        from .datasets import load_split as loader
+        from .datasets import load_split
+
+        loader = load_split
     block_size = block_size or weights.block_size
     used = tuple(b for b in BRANCHES if b in (branches or weights.models))
     cells: Dict[Tuple[str, str], ProtocolCell] = {}
@@ -461,7 +577,10 @@ def evaluate_protocols(weights, root, datasets: Sequence[str], levels: Sequence[
             cell = ProtocolCell(dataset, level)
             try:
                 test = loader(root, dataset, level, split, block_size=block_size, **load_kwargs)
-                cell.report = evaluate(weights, test, used, aggregation, device, batch_size=batch_size)
+                report = evaluate(weights, test, used, aggregation, device, batch_size=batch_size,
+                                  threshold=threshold, uncertain=uncertain)
+                cell.missing = no_block_reason(report)
+                cell.report = None if cell.missing else report
             except LrnetError as exc:
                 cell.missing = str(exc)
             cells[(dataset, level)] = cell
@@ -477,13 +596,15 @@ def save_protocol_table(table: ProtocolTable, out_dir) -> Dict[str, Path]:
     paths = {"json": out / "protocol.json", "csv": out / "protocol.csv"}
     for cell in table.cells.values():
         if cell.report is not None:
-            save_report(cell.report, out / f"{_safe(cell.dataset)}_{cell.level}")
-    atomic_write_text(paths["json"], json.dumps(table.to_dict(), indent=2) + "\n")
-    atomic_write_text(paths["csv"], table.to_csv())
+            save_report(cell.report, out / f"{safe_name(cell.dataset)}_{cell.level}")
+    with writing(paths["json"]):
+        atomic_write_text(paths["json"], json.dumps(table.to_dict(), indent=2) + "\n")
+    with writing(paths["csv"]):
+        atomic_write_text(paths["csv"], table.to_csv())
     return paths
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     """A dataset name (possibly a YAML path) as a folder name."""
     stem = Path(name).stem if name.endswith((".yaml", ".yml")) else name
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)

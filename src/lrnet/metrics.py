@@ -13,12 +13,16 @@ LRNet evaluation exactly:
 Ranking metrics (ROC AUC, ROC curve, EER, average precision) need both classes. With one class
 they are *undefined*: the functions return ``None`` and `undefined_reason` says why; nothing
 raises. Scores must be finite (callers drop videos without blocks first).
+
+Operating points: `confusion_matrix` and `video_accuracy` at any threshold, `tpr_at_fpr` (the
+detection rate allowed by a false-positive budget) and `operating_point`, which picks a threshold
+on a (validation) split at the EER or at a target false-positive rate (``lrnet evaluate --calibrate``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -89,11 +93,20 @@ def merged_sample_accuracy(p_g1, p_g2, labels) -> Optional[float]:
     return _accuracy(s >= np.float32(1.0), y)
 
 
-def video_accuracy(video_scores, labels) -> Optional[float]:
-    """Video-level accuracy: ``(v,)`` video scores, ``(v,)`` labels; fake when score >= 0.5."""
+def video_accuracy(video_scores, labels, threshold: float = THRESHOLD) -> Optional[float]:
+    """Video-level accuracy: ``(v,)`` video scores, ``(v,)`` labels; fake when score >= `threshold`."""
     y = _labels(labels)
     s = _scores(video_scores, y.size)
-    return _accuracy(s >= THRESHOLD, y)
+    return _accuracy(s >= threshold, y)
+
+
+def confusion_matrix(labels, scores, threshold: float = THRESHOLD) -> Dict[str, int]:
+    """Counts at `threshold` (fake = positive, called fake when score >= threshold):
+    ``{"tp", "fp", "tn", "fn"}`` over ``(n,)`` labels and scores."""
+    y = _labels(labels).astype(bool)
+    called = _scores(scores, y.size) >= threshold
+    return {"tp": int(np.count_nonzero(called & y)), "fp": int(np.count_nonzero(called & ~y)),
+            "tn": int(np.count_nonzero(~called & ~y)), "fn": int(np.count_nonzero(~called & y))}
 
 
 @dataclass
@@ -166,3 +179,57 @@ def average_precision(labels, scores) -> Optional[float]:
     if undefined_reason(y) is not None:
         return None
     return float(average_precision_score(y, s))
+
+
+def tpr_at_fpr(labels, scores, targets: Sequence[float] = (0.01, 0.05, 0.10)) -> Optional[Dict[float, float]]:
+    """True positive rate reachable with a false positive rate <= each target (the ROC step,
+    no interpolation): ``{target: tpr}``; None when only one class is present."""
+    curve = roc_curve(labels, scores)
+    if curve is None:
+        return None
+    return {float(t): float(curve.tpr[curve.fpr <= t + 1e-12].max()) for t in targets}
+
+
+@dataclass
+class OperatingPoint:
+    """A chosen threshold and the rates it gives on the split it was chosen on."""
+
+    threshold: float  # call fake when score >= threshold
+    fpr: float
+    tpr: float
+    method: str  # "eer" or "target-fpr"
+    target_fpr: Optional[float] = None
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"threshold": self.threshold, "fpr": self.fpr, "tpr": self.tpr, "method": self.method,
+                "target_fpr": self.target_fpr}
+
+
+def operating_point(labels, scores, method: str = "eer",
+                    target_fpr: Optional[float] = None) -> Optional[OperatingPoint]:
+    """Choose a video-score threshold on ``(n,)`` labels and scores; None with one class.
+
+    ``"eer"``: the ROC point where FPR and FNR are closest (ties: the lower FPR).
+    ``"target-fpr"``: the point with the highest TPR whose FPR <= `target_fpr`.
+    The threshold is a score of the split (the ROC's own thresholds); when even the strictest
+    cut-off exceeds the budget, it is just above the highest score (nothing is called fake).
+    """
+    if method not in ("eer", "target-fpr"):
+        raise ValueError(f"unknown operating point method {method!r}; expected 'eer' or 'target-fpr'")
+    budget = -1.0 if target_fpr is None else float(target_fpr)
+    if method == "target-fpr" and not 0.0 <= budget <= 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
+    curve = roc_curve(labels, scores)
+    if curve is None:
+        return None
+    if method == "eer":
+        gap = np.abs(curve.fpr - (1.0 - curve.tpr))
+        i = int(np.flatnonzero(gap == gap.min())[0])
+    else:
+        allowed = np.flatnonzero(curve.fpr <= budget + 1e-12)
+        i = int(allowed[np.argmax(curve.tpr[allowed])])
+    threshold = curve.thresholds[i]
+    if not np.isfinite(threshold):  # sklearn's first point: above every score
+        threshold = np.nextafter(float(np.max(scores)), np.inf)
+    return OperatingPoint(float(threshold), float(curve.fpr[i]), float(curve.tpr[i]), method,
+                          None if method == "eer" else budget)

@@ -4,6 +4,13 @@ A weight *pair* is one state dict per branch (``g1.pth``, ``g2.pth``). `.pth` fi
 so they are always loaded with ``weights_only=True`` (tensors only, no code executed) and a
 ``map_location`` (the official files hold CUDA tensors). Named pretrained pairs are downloaded
 only when asked for, verified against their SHA-256 and cached (see `cache_dir`).
+
+Weights also carry what a verdict needs to be read correctly (`LoadedWeights`): the frame rate
+of their training videos and where that figure comes from, a *model card* (training data, known
+domain, block size) and the video-score threshold: 0.5, or one calibrated on a validation split
+by ``lrnet evaluate --calibrate`` and stored in the folder's ``lrnet.json`` (`save_threshold`).
+A folder whose ``lrnet.json`` says ``"pretrained": NAME`` and holds no ``.pth`` files stands for
+the registry pair NAME with that folder's threshold (how a registry pair gets calibrated).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,7 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
 from .errors import LrnetError
 from .features import BRANCHES
 from .legacy import keras_pair_paths, load_keras_pair
@@ -44,11 +52,19 @@ class PretrainedPair:
     description: str
     files: Mapping[str, WeightFile]  # branch -> file
     block_size: int = 30
-    model: Mapping[str, Any] = None  # ModelConfig overrides; None = defaults
+    model: Optional[Mapping[str, Any]] = None  # ModelConfig overrides; None = defaults
     fps: Optional[float] = None  # frame rate of the training videos (frames/s)
+    fps_source: str = ""  # why `fps` is what it is
+    training_data: str = ""
+    domain: str = ""  # footage the weights are meant for (and not meant for)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(dict(self.model or {}))
+
+    def card(self) -> Dict[str, Any]:
+        """The pair's model card (see `model_card`)."""
+        return model_card(self.name, self.training_data or self.description, self.domain, self.fps,
+                          self.fps_source, self.block_size, self.model_config().arch)
 
 
 PRETRAINED: Dict[str, PretrainedPair] = {
@@ -56,6 +72,10 @@ PRETRAINED: Dict[str, PretrainedPair] = {
         name="ffpp-raw",
         description="official LRNet weights trained on FaceForensics++ raw (99.02% AUC)",
         fps=30.0,  # FF++ sources are YouTube videos, mostly 30 fps (Roessler et al. 2019)
+        fps_source="FF++ videos are mostly 30 fps (YouTube sources, Roessler et al. 2019)",
+        training_data="FaceForensics++ (Roessler et al. 2019), raw/c0 quality",
+        domain="FaceForensics++ (YouTube, c0/raw); not meant for DeeperForensics-like footage "
+               "(it scores DeeperForensics videos at chance)",
         files={
             "g1": WeightFile(f"{_OFFICIAL}/training/weights/torch/g1.pth",
                              "d953cfc1a5354493141e13ac074c7306e86ab768d6f015cedfc17f2b6485dd62"),
@@ -67,6 +87,9 @@ PRETRAINED: Dict[str, PretrainedPair] = {
         name="dfo",
         description="official LRNet demo weights trained on DeeperForensics-1.0",
         fps=25.0,  # DeeperForensics-1.0 videos are 25 fps (Jiang et al. 2020)
+        fps_source="DeeperForensics is 25 fps (Jiang et al. 2020)",
+        training_data="DeeperForensics-1.0 (Jiang et al. 2020)",
+        domain="DeeperForensics-1.0",
         files={
             "g1": WeightFile(f"{_OFFICIAL}/demo/model_weights/g1.pth",
                              "2d057605d518b7527fd1931aa2522bbb9040eb11ff8a3181b3e351e89b55ed4c"),
@@ -210,17 +233,20 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
     """Load branch models from a registry name, a weights folder or a training run folder.
 
     A folder may hold ``g1.pth`` / ``g2.pth`` (the official layout) and optionally an
-    ``lrnet.json`` with the model config and block size written by ``lrnet train``.
+    ``lrnet.json`` with the model config, block size, frame rate, threshold and model card
+    written by ``lrnet train`` / ``lrnet evaluate --calibrate``. The result's ``threshold``,
+    ``threshold_source``, ``fps`` and ``card`` are filled from there (or from the registry).
     """
     keras = keras_pair_paths(spec, branches)
     if keras is not None:
-        return load_keras_pair(keras, spec, device)
+        weights = load_keras_pair(keras, spec, device)
+        folder = Path(spec) if Path(spec).is_dir() else None
+        meta = read_run_metadata(folder) if folder is not None else {}
+        weights.card = model_card(spec, meta.get("dataset", "unknown (TF-era Keras weights)"), "",
+                                  None, "", weights.block_size, weights.config.arch)
+        return _apply_metadata(weights, folder, meta)
     if spec in PRETRAINED:
-        pair = PRETRAINED[spec]
-        paths = fetch_pretrained(spec, download=download, progress=True)
-        cfg = config or pair.model_config()
-        models = {b: load_branch(paths[b], cfg, device) for b in branches}
-        return LoadedWeights(models, pair.block_size, f"pretrained:{spec}", cfg, fps=pair.fps)
+        return _load_pretrained(spec, branches, device, download, config)
     folder = Path(spec)
     if not folder.exists():
         raise LrnetError(
@@ -229,17 +255,164 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
     if not folder.is_dir():
         raise LrnetError(f"{spec}: expected a folder holding g1.pth and g2.pth")
     meta = read_run_metadata(folder)
+    has_pth = any((folder / f"{b}.pth").is_file() or (folder / "weights" / f"{b}.pth").is_file() for b in branches)
+    if meta.get("pretrained") and not has_pth:  # a calibration folder for a registry pair
+        weights = _load_pretrained(str(meta["pretrained"]), branches, device, download, config)
+        weights.source = f"{folder} (pretrained:{meta['pretrained']})"
+        return _apply_metadata(weights, folder, meta)
     cfg = config or ModelConfig.from_dict(meta.get("model", {}))
     block_size = int(meta.get("block_size", 30))
-    models = {}
+    models, paths = {}, {}
     for b in branches:
         candidates = [folder / f"{b}.pth", folder / "weights" / f"{b}.pth"]
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             raise LrnetError(f"{folder}: no {b}.pth here (needed for branch {b})")
         models[b] = load_branch(path, cfg, device)
+        paths[b] = path
     fps = meta.get("fps")
-    return LoadedWeights(models, block_size, str(folder), cfg, fps=float(fps) if fps else None)
+    weights = LoadedWeights(models, block_size, str(folder), cfg, fps=float(fps) if fps else None)
+    official = None if meta.get("dataset") else registry_match(paths)
+    if official is not None:  # a copy of an official pair: its card, not an empty one
+        weights.fps, weights.card = official.fps, {**official.card(), "name": f"{official.name} (copy in {folder})"}
+    else:
+        weights.card = _run_card(folder, meta, weights)
+    return _apply_metadata(weights, folder, meta)
+
+
+def registry_match(paths: Mapping[str, Path]) -> Optional[PretrainedPair]:
+    """The registry pair whose files have the SHA-256 of ``{branch: path}`` (every branch given), or None."""
+    digests = {b: sha256_of(p) for b, p in paths.items()}
+    for pair in PRETRAINED.values():
+        if digests and all(b in pair.files and pair.files[b].sha256 == d for b, d in digests.items()):
+            return pair
+    return None
+
+
+def _load_pretrained(name: str, branches: Sequence[str], device, download: bool,
+                     config: Optional[ModelConfig]) -> LoadedWeights:
+    pair = get_pretrained(name)
+    paths = fetch_pretrained(name, download=download, progress=True)
+    cfg = config or pair.model_config()
+    models = {b: load_branch(paths[b], cfg, device) for b in branches}
+    return LoadedWeights(models, pair.block_size, f"pretrained:{name}", cfg, fps=pair.fps, card=pair.card())
+
+
+def _run_card(folder: Path, meta: Mapping[str, Any], weights: LoadedWeights) -> Dict[str, Any]:
+    """A training run's card from its ``lrnet.json`` (``dataset``, ``fps``, an optional ``card``)."""
+    data = meta.get("dataset")
+    if isinstance(data, Mapping) and isinstance(data.get("train"), Mapping):
+        train = data["train"]
+        training = f"{train.get('name', '?')}" + (" (synthetic: lrnet generate)" if train.get("synthetic") else "")
+    else:
+        training = str(data) if data else "unknown (no dataset recorded in lrnet.json)"
+    fps = weights.fps
+    return model_card(folder.name, training, "", fps,
+                      str(meta.get("fps_source") or ("lrnet.json \"fps\"" if fps else "")),
+                      weights.block_size, weights.config.arch)
+
+
+def model_card(name: str, training_data: str, domain: str, fps: Optional[float], fps_source: str,
+               block_size: int, architecture: str) -> Dict[str, Any]:
+    """The short model card every `LoadedWeights` carries: what the weights were trained on and for.
+
+    Keys: name, training_data, domain (footage they are meant for; "" = the training data's),
+    fps (frames/s of the training videos, None = unknown) and fps_source, block_size (frames),
+    architecture; `_apply_metadata` adds threshold and threshold_source.
+    """
+    return {"name": name, "training_data": training_data, "domain": domain or training_data,
+            "fps": fps, "fps_source": fps_source or ("unknown" if fps is None else ""),
+            "block_size": int(block_size), "architecture": architecture}
+
+
+def _apply_metadata(weights: LoadedWeights, folder: Optional[Path], meta: Mapping[str, Any]) -> LoadedWeights:
+    """Fill threshold, threshold_source and the card's extras from a folder's ``lrnet.json``."""
+    card = dict(weights.card)
+    extra = meta.get("card")
+    if isinstance(extra, Mapping):  # hand-written card fields win over derived ones
+        card.update({k: v for k, v in extra.items() if isinstance(k, str)})
+    record = meta.get("threshold")
+    if isinstance(record, Mapping) and folder is not None:
+        weights.threshold, weights.threshold_source = _read_threshold(folder, record)
+        card["threshold_record"] = dict(record)
+    card["threshold"] = weights.threshold
+    card["threshold_source"] = weights.threshold_source
+    weights.card = card
+    return weights
+
+
+def _read_threshold(folder: Path, record: Mapping[str, Any]) -> "tuple[float, str]":
+    path = folder / "lrnet.json"
+    try:
+        value = float(record["value"])
+    except (KeyError, TypeError, ValueError):
+        raise LrnetError(f"{path}: \"threshold\" needs a numeric \"value\"") from None
+    if not 0.0 <= value <= 1.0 + 1e-6:
+        raise LrnetError(f"{path}: threshold {value} is outside [0, 1]")
+    return value, f"{path} ({describe_threshold(record)})"
+
+
+def describe_threshold(record: Mapping[str, Any]) -> str:
+    """``"eer on DF raw val"`` / ``"target-fpr 0.05 on DF raw val"`` for a stored threshold record."""
+    method = str(record.get("method", "?"))
+    if method == "target-fpr":
+        method = f"target-fpr {record.get('target_fpr')}"
+    where = " ".join(str(record[k]) for k in ("dataset", "level", "split") if record.get(k))
+    return f"{method} on {where}" if where else method
+
+
+def threshold_for(weights: LoadedWeights, aggregation: str, branches: Optional[Sequence[str]] = None,
+                  override: Optional[float] = None) -> "tuple[float, str]":
+    """The threshold (value, source) to use with `weights` for `aggregation` and `branches`.
+
+    `override` (a ``--threshold`` flag) wins. A stored threshold applies only to the aggregation
+    (and branches) it was calibrated for; otherwise the default 0.5 is used and the source says why.
+    """
+    if override is not None:
+        return float(override), "--threshold"
+    record = weights.card.get("threshold_record")
+    if not isinstance(record, Mapping):
+        return weights.threshold, weights.threshold_source
+    if record.get("aggregation") not in (None, aggregation):
+        return 0.5, f"default (the stored threshold is for {record['aggregation']}, not {aggregation})"
+    stored = record.get("branches")
+    used = list(branches or weights.models)
+    if stored and list(stored) != [b for b in BRANCHES if b in used]:
+        return 0.5, f"default (the stored threshold is for {'+'.join(stored)}, not {'+'.join(used)})"
+    return weights.threshold, weights.threshold_source
+
+
+def calibration_folder(spec: str) -> Optional[Path]:
+    """Where `lrnet evaluate --calibrate` may write a threshold for weights `spec`: the weights
+    folder itself, or None for a registry name or a pair of ``.h5`` files (no folder of its own)."""
+    if spec in PRETRAINED or "," in spec:
+        return None
+    folder = Path(spec)
+    return folder if folder.is_dir() else None
+
+
+def save_threshold(folder: PathLike, record: Mapping[str, Any], pretrained: Optional[str] = None) -> Path:
+    """Store a calibrated threshold in ``folder/lrnet.json`` (read-modify-write, atomic; other keys kept).
+
+    `record`: ``{"value", "method", "target_fpr", "dataset", "level", "split", "aggregation", ...}``;
+    ``"date"`` is added when absent. `pretrained`: for a folder that stands for a registry pair
+    (it then holds only this ``lrnet.json``), the pair's name.
+    """
+    folder = Path(folder)
+    path = folder / "lrnet.json"
+    meta = read_run_metadata(folder) if path.is_file() else {}
+    if pretrained is not None:
+        if meta.get("pretrained") not in (None, pretrained):
+            raise LrnetError(f"{path}: refers to pretrained weights {meta['pretrained']!r}, not {pretrained!r}; "
+                             "choose another folder")
+        meta["pretrained"] = pretrained
+    meta["threshold"] = {**record, "date": record.get("date") or time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(meta, indent=1) + "\n")
+    except OSError as exc:
+        raise LrnetError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
 
 
 def read_run_metadata(folder: PathLike) -> Dict[str, Any]:
@@ -247,7 +420,10 @@ def read_run_metadata(folder: PathLike) -> Dict[str, Any]:
     for candidate in (Path(folder) / "lrnet.json", Path(folder) / "weights" / "lrnet.json"):
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
+                meta = json.loads(candidate.read_text())
             except (OSError, ValueError) as exc:
                 raise LrnetError(f"{candidate}: unreadable run metadata ({exc})") from None
+            if not isinstance(meta, dict):
+                raise LrnetError(f"{candidate}: run metadata must be a JSON object")
+            return meta
     return {}

@@ -5,6 +5,10 @@ writes ``metrics.json``, ``videos.csv`` and ``roc.png``. Several (``-d DF F2F FS
 c40``, or ``--protocol`` for a single one) evaluate every combination with the same weights and
 print a table of video AUC / accuracy; a dataset that is not prepared is reported as missing and
 the others still run (exit status 1 then; 2 when none could be evaluated).
+
+``--calibrate`` first chooses a threshold on the validation split (EER, or ``--target-fpr``) and
+stores it with the weights (their folder's ``lrnet.json``, or ``--calibrate-to DIR`` for registry
+weights), then evaluates with it.
 """
 
 from __future__ import annotations
@@ -14,30 +18,50 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_branch_flag, add_dataset_flags, add_gpu_flag, add_weights_flag, branches_of
+from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, add_weights_flag, branches_of, fraction,
+                     positive_int)
 
 SPLITS = ("test", "val", "train")
+
+
+def block_size_flag(text: str) -> int:
+    """``--block-size``: an integer >= 2 (a block needs two frames for one difference)."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 2 (frames per block)")
+    return value
+
+
+def add_operating_flags(p: argparse.ArgumentParser) -> None:
+    """``--threshold`` and ``--no-uncertain`` (shared with ``lrnet predict`` and ``lrnet robustness``)."""
+    p.add_argument("--threshold", type=fraction, default=None, metavar="T",
+                   help="video score at or above which a video is called fake (default: the weights' calibrated "
+                        "threshold for this aggregation, else 0.5)")
+    p.add_argument("--no-uncertain", dest="uncertain", action="store_false",
+                   help="always give the real/fake call, even when the score's 95%% interval contains the threshold")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="evaluate weights on a dataset split (accuracy, AUC, EER, ROC) or a protocol table",
         description="Evaluate LRNet weights on the test split of a landmark dataset (FF++ layout or custom), "
-                    "as the reference evaluate.py, plus EER, average precision, sample-level AUC and per-video "
-                    "scores. Give several -d/-l values (or --protocol) for a cross-manipulation / "
-                    "cross-compression / cross-dataset table.",
-)
+                    "as the reference evaluate.py, plus EER, average precision, sample-level AUC, TPR at fixed "
+                    "FPR, the confusion matrix at the threshold, and per-video scores with 95%% intervals. Give "
+                    "several -d/-l values (or --protocol) for a cross-manipulation / cross-compression / "
+                    "cross-dataset table.",
+    )
     add_gpu_flag(p)
     add_dataset_flags(p, multiple=True)
     add_branch_flag(p)
     add_weights_flag(p, "ffpp-raw")
     p.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate (default: test)")
-    p.add_argument("--block-size", type=int, default=None,
+    p.add_argument("--block-size", type=block_size_flag, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
     p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
                    help="block scores -> video score (default: vote = fraction of fake blocks, as the reference)")
-    p.add_argument("--batch-size", type=int, default=512, help="blocks per forward pass (default: 512, the fastest on CPU)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=512,
+                   help="blocks per forward pass (default: 512, the fastest on CPU)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for PyTorch (default: PyTorch's choice, one per core; 1 is faster when "
                         "other jobs keep the cores busy)")
     p.add_argument("--protocol", action="store_true",
@@ -49,62 +73,130 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("--no-cache", action="store_true", help="re-read the landmark text files, ignoring lrnet's cache")
     p.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    add_operating_flags(p)
+    cal = p.add_argument_group("calibration (choose and store a threshold on the val split)")
+    cal.add_argument("--calibrate", action="store_true",
+                     help="choose the threshold on the validation split (at the EER, or at --target-fpr), store it in "
+                          "the weights folder's lrnet.json, then evaluate --split with it")
+    cal.add_argument("--target-fpr", type=fraction, default=None, metavar="F",
+                     help="with --calibrate: the threshold with the best TPR at a false positive rate <= F (e.g. 0.05)")
+    cal.add_argument("--calibrate-to", metavar="DIR", default=None,
+                     help="with --calibrate on registry weights (ffpp-raw, dfo): the folder to store the threshold in; "
+                          "use it afterwards as --weights DIR")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
-    from ..evaluate import (evaluate, evaluate_protocols, format_report, report_json, save_protocol_table,
-                            save_report, _safe)
     from ..model import select_device
     from ..weights import resolve_weights
 
-    if args.block_size is not None and args.block_size < 2:
-        raise LrnetError(f"--block-size must be at least 2 frames, got {args.block_size}")
-    if args.batch_size < 1:
-        raise LrnetError(f"--batch-size must be positive, got {args.batch_size}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise LrnetError(f"--threads must be positive, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.target_fpr is not None and not args.calibrate:
+        raise LrnetError("--target-fpr only applies with --calibrate")
+    if args.calibrate_to and not args.calibrate:
+        raise LrnetError("--calibrate-to only applies with --calibrate")
     datasets = list(dict.fromkeys(args.dataset))
     levels = list(dict.fromkeys(args.level))
+    protocol = args.protocol or len(datasets) > 1 or len(levels) > 1
+    if args.calibrate:
+        if protocol:
+            raise LrnetError("--calibrate takes one dataset and one level (its validation split)")
+        calibration_target(args.weights, args.calibrate_to)  # refuse before any work
     device = select_device(args.gpu)
     branches = branches_of(args.branch)
     weights = resolve_weights(args.weights, branches, device=device, download=not args.offline)
     block_size = args.block_size or weights.block_size
-    load_kwargs = {"cache": not args.no_cache}
+    if protocol:
+        return _run_protocol(args, weights, datasets, levels, branches, device, block_size)
+    return _run_single(args, weights, datasets[0], levels[0], branches, device, block_size)
 
-    if args.protocol or len(datasets) > 1 or len(levels) > 1:
-        out = Path(args.output or Path("evaluation") / f"protocol_{args.split}")
 
-        def progress(cell):
-            state = "missing" if cell.report is None else f"AUC {cell.auc:.4f}" if cell.auc is not None else "AUC n/a"
-            print(f"evaluated {cell.dataset}/{cell.level}: {state}", file=sys.stderr)
+def calibration_target(spec: str, calibrate_to):
+    """``(folder, pretrained name or None)`` where ``--calibrate`` stores its threshold, or a one-line refusal."""
+    from ..errors import LrnetError
+    from ..weights import PRETRAINED, calibration_folder
 
-        table = evaluate_protocols(weights, args.root, datasets, levels, split=args.split, branches=branches,
-                                   aggregation=args.aggregate, device=device, block_size=block_size,
-                                   batch_size=args.batch_size, on_cell=progress, **load_kwargs)
-        if len(table.missing) == len(table.cells):
-            reasons = "; ".join(f"{c.dataset}/{c.level}: {c.missing}" for c in table.missing)
-            raise LrnetError(f"no dataset could be evaluated ({reasons})")
-        paths = save_protocol_table(table, out)
-        if args.json:
-            print(json.dumps({**table.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, indent=2))
-        else:
-            print(table.format())
-            print(f"table: {paths['csv']}  {paths['json']}  (per-cell reports and ROC curves in {out}/)")
-        return 1 if table.missing else 0
+    folder = calibration_folder(spec)
+    if spec in PRETRAINED:
+        if not calibrate_to:
+            raise LrnetError(f"--calibrate: {spec} is a registry name with no run folder to store a threshold in; "
+                             f"add --calibrate-to DIR (then use --weights DIR)")
+        return Path(calibrate_to), spec
+    if folder is None:
+        raise LrnetError(f"--calibrate: {spec} is not a weights folder, so there is no lrnet.json to store a threshold "
+                         "in; put the weights in a folder and pass that")
+    if calibrate_to and Path(calibrate_to).resolve() != folder.resolve():
+        raise LrnetError(f"--calibrate-to is for registry weights; the threshold of {spec} is stored in "
+                         f"{folder / 'lrnet.json'}")
+    return folder, None
 
+
+def _calibrate(args, weights, dataset, level, branches, device, block_size, load_kwargs) -> None:
+    """Choose the threshold on the val split, store it, and make `weights` use it."""
     from ..datasets import load_split
+    from ..evaluate import calibrate_threshold, evaluate
+    from ..weights import describe_threshold, save_threshold
 
-    dataset, level = datasets[0], levels[0]
+    folder, pretrained = calibration_target(args.weights, args.calibrate_to)
+    val = load_split(args.root, dataset, level, "val", block_size=block_size, progress=not args.json, **load_kwargs)
+    report = evaluate(weights, val, branches, args.aggregate, device, batch_size=args.batch_size, threshold=0.5)
+    method = "target-fpr" if args.target_fpr is not None else "eer"
+    record = calibrate_threshold(report, method, args.target_fpr, dataset, level, "val")
+    path = save_threshold(folder, record, pretrained=pretrained)
+    weights.threshold = record["value"]
+    weights.threshold_source = f"{path} ({describe_threshold(record)})"
+    weights.card = {**weights.card, "threshold_record": record, "threshold": weights.threshold,
+                    "threshold_source": weights.threshold_source}
+    print(f"calibrated threshold {record['value']:.4f} ({describe_threshold(record)}: FPR {record['fpr']:.4f}, "
+          f"TPR {record['tpr']:.4f} on {record['videos']} videos) stored in {path}", file=sys.stderr)
+
+
+def _run_single(args, weights, dataset, level, branches, device, block_size) -> int:
+    from ..datasets import load_split
+    from ..errors import LrnetError
+    from ..evaluate import evaluate, format_report, no_block_reason, report_json, safe_name, save_report
+
+    load_kwargs = {"cache": not args.no_cache}
+    if args.calibrate:
+        _calibrate(args, weights, dataset, level, branches, device, block_size, load_kwargs)
     test = load_split(args.root, dataset, level, args.split, block_size=block_size, progress=not args.json,
                       **load_kwargs)
-    report = evaluate(weights, test, branches, args.aggregate, device, batch_size=args.batch_size)
-    out = Path(args.output or Path("evaluation") / f"{_safe(dataset)}_{level}_{args.split}")
+    report = evaluate(weights, test, branches, args.aggregate, device, batch_size=args.batch_size,
+                      threshold=args.threshold, uncertain=args.uncertain)
+    reason = no_block_reason(report)
+    if reason:
+        raise LrnetError(reason)
+    out = Path(args.output or Path("evaluation") / f"{safe_name(dataset)}_{level}_{args.split}")
     paths = save_report(report, out)
     print(report_json(report, paths) if args.json else format_report(report, paths))
     return 0
+
+
+def _run_protocol(args, weights, datasets, levels, branches, device, block_size) -> int:
+    from ..errors import LrnetError
+    from ..evaluate import evaluate_protocols, save_protocol_table
+
+    out = Path(args.output or Path("evaluation") / f"protocol_{args.split}")
+
+    def progress(cell):
+        state = "missing" if cell.report is None else f"AUC {cell.auc:.4f}" if cell.auc is not None else "AUC n/a"
+        print(f"evaluated {cell.dataset}/{cell.level}: {state}", file=sys.stderr)
+
+    table = evaluate_protocols(weights, args.root, datasets, levels, split=args.split, branches=branches,
+                               aggregation=args.aggregate, device=device, block_size=block_size,
+                               batch_size=args.batch_size, on_cell=progress, threshold=args.threshold,
+                               uncertain=args.uncertain, cache=not args.no_cache)
+    if len(table.missing) == len(table.cells):
+        reasons = "; ".join(f"{c.dataset}/{c.level}: {c.missing}" for c in table.missing)
+        raise LrnetError(f"no dataset could be evaluated ({reasons})")
+    paths = save_protocol_table(table, out)
+    if args.json:
+        print(json.dumps({**table.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+    else:
+        print(table.format())
+        print(f"table: {paths['csv']}  {paths['json']}  (per-cell reports and ROC curves in {out}/)")
+    return 1 if table.missing else 0

@@ -1,4 +1,9 @@
-"""``lrnet predict``: score landmark files with a pair of branch weights."""
+"""``lrnet predict``: score landmark files with a pair of branch weights.
+
+Each video gets its score, the score's 95% interval over its blocks, the call at the threshold
+(the weights' calibrated one, or 0.5) and a verdict, "uncertain" when the interval contains the
+threshold. Rows are printed (and flushed) as each file is scored, so ``| head`` sees them at once.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,21 @@ import json
 import sys
 
 from .common import add_branch_flag, add_gpu_flag, add_weights_flag, branches_of
+from .evaluate import add_operating_flags, block_size_flag
 
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="score landmark files (.txt, frames x 136) and print verdicts",
-                       description="Score landmark files or folders of them; print one verdict per video.")
+                       description="Score landmark files or folders of them; print one verdict per video, with "
+                                   "the 95%% interval of its score and the threshold that decided it.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="landmark files or folders of .txt files")
     add_weights_flag(p, "ffpp-raw")
     add_branch_flag(p)
-    p.add_argument("--block-size", type=int, default=None,
+    p.add_argument("--block-size", type=block_size_flag, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
     p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
                    help="how block scores become a video score (default: vote = fraction of fake blocks)")
+    add_operating_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per video instead of a table")
     p.add_argument("--blocks", action="store_true", help="with --json, include per-block scores")
     p.add_argument("--offline", action="store_true", help="never download pretrained weights")
@@ -31,44 +39,50 @@ def run(args: argparse.Namespace) -> int:
     from ..landmarks import find_landmark_files, read_landmarks
     from ..model import select_device
     from ..scoring import score_sequence
-    from ..weights import resolve_weights
+    from ..weights import resolve_weights, threshold_for
 
     device = select_device(args.gpu)
     files = find_landmark_files(args.paths)
     if not files:
         raise LrnetError(f"no landmark files (*.txt) found in {', '.join(args.paths)}")
-    weights = resolve_weights(args.weights, branches_of(args.branch), device=device, download=not args.offline)
+    branches = branches_of(args.branch)
+    weights = resolve_weights(args.weights, branches, device=device, download=not args.offline)
     block_size = args.block_size or weights.block_size
+    threshold, source = threshold_for(weights, args.aggregate, branches, args.threshold)
+    domain = weights.card.get("domain", "")
+    width = max([len("video")] + [len(str(f)) for f in files])
+    if not args.json:
+        emit(f"weights: {weights.source}   domain: {domain or 'unknown'}")
+        emit(f"aggregation: {args.aggregate}   threshold: {threshold:.4f} ({source})   "
+             f"interval: 95% over blocks")
+        emit(f"{'video':<{width}}  {'frames':>6}  {'blocks':>6}  {'score':>7}  {'95% interval':>15}  verdict")
     failures = 0
-    rows = []
     for path in files:
         try:
             frames = read_landmarks(path)
         except LrnetError as exc:
             failures += 1
-            rows.append({"video": str(path), "error": str(exc)})
-            print(f"lrnet predict: error: {exc}", file=sys.stderr)
+            print(f"lrnet predict: error: {exc}", file=sys.stderr, flush=True)
+            emit(json.dumps({"video": str(path), "error": str(exc)}) if args.json
+                 else f"{str(path):<{width}}  {'-':>6}  {'-':>6}  {'-':>7}  {'-':>15}  error (see above)")
             continue
-        result = score_sequence(frames, weights.models, block_size, args.aggregate, name=str(path), device=device)
-        if result.blocks == 0:
-            failures += 1
-        rows.append(result.to_dict(with_blocks=args.blocks))
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        _print_table(rows, weights.source, args.aggregate)
+        result = score_sequence(frames, weights.models, block_size, args.aggregate, name=str(path), device=device,
+                                threshold=threshold, uncertain=args.uncertain, threshold_source=source)
+        failures += result.blocks == 0
+        row = {**result.to_dict(with_blocks=args.blocks), "weights": weights.source, "domain": domain}
+        emit(json.dumps(row) if args.json else table_row(row, width))
     return 1 if failures else 0
 
 
-def _print_table(rows, source: str, aggregation: str) -> None:
-    width = max([len("video")] + [len(r["video"]) for r in rows])
-    print(f"weights: {source}   aggregation: {aggregation}")
-    print(f"{'video':<{width}}  {'frames':>6}  {'blocks':>6}  {'score':>7}  verdict")
-    for r in rows:
-        if "frames" not in r:
-            print(f"{r['video']:<{width}}  {'-':>6}  {'-':>6}  {'-':>7}  error (see above)")
-            continue
-        score = "-" if r["score"] is None else f"{r['score']:.4f}"
-        extra = f"  ({r['error']})" if r.get("error") else ""
-        print(f"{r['video']:<{width}}  {r['frames']:>6}  {r['blocks']:>6}  {score:>7}  {r['verdict']}{extra}")
+def emit(line: str) -> None:
+    """One line to stdout, flushed at once (a closed pipe surfaces here, not at exit)."""
+    print(line, flush=True)
+
+
+def table_row(r, width: int) -> str:
+    """A table line: video, frames, blocks, score, interval, verdict ("uncertain (fake)" keeps the call)."""
+    score = "-" if r["score"] is None else f"{r['score']:.4f}"
+    interval = "-" if r["interval"] is None else f"[{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]"
+    verdict = r["verdict"] if r["verdict"] != "uncertain" else f"uncertain ({r['call']})"
+    extra = f"  ({r['error']})" if r.get("error") else ""
+    return f"{r['video']:<{width}}  {r['frames']:>6}  {r['blocks']:>6}  {score:>7}  {interval:>15}  {verdict}{extra}"
