@@ -56,7 +56,7 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
         os.close(fd)
     except OSError as exc:
@@ -137,6 +137,16 @@ def ensure_not_input(output: PathLike, inputs: Iterable[PathLike], what: str = "
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _make_parent(target: Path) -> None:
+    """Create the target's folder; a *file* in the way is reported as ``FILE: Not a directory``."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()),
+                       target.parent)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import importlib
 import os
+import resource
 import select
 import signal
 import sys
@@ -108,7 +109,7 @@ def describe_os_error(exc: OSError) -> str:
         if exc.filename2 is not None:
             name = f"{name} -> {os.fsdecode(exc.filename2)}"
         return f"{name}: {reason}"
-    if _stdout_fails():
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and _stdout_is_full():
         return f"standard output: {reason}"
     return reason
 
@@ -145,6 +146,20 @@ def _stdout_fails() -> bool:
     except ValueError:  # closed
         return False
     return _stdout_broken()
+
+
+def _stdout_is_full() -> bool:
+    """True when standard output is a file on a full file system or at the file-size limit (a
+    failed flush does not keep its data, so asking the stream again proves nothing)."""
+    try:
+        fd = sys.stdout.fileno()
+        fs = os.fstatvfs(fd)
+        if fs.f_bavail * fs.f_frsize < 64 * 1024:
+            return True
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return limit != resource.RLIM_INFINITY and os.fstat(fd).st_size >= limit
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _stdout_broken() -> bool:
