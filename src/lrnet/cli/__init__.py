@@ -28,6 +28,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import sys
 import threading
 from typing import Iterator, List, Optional
@@ -153,6 +154,8 @@ def _stdout_is_full() -> bool:
     failed flush does not keep its data, so asking the stream again proves nothing)."""
     try:
         fd = sys.stdout.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe or a terminal is never "full"
+            return False
         fs = os.fstatvfs(fd)
         if fs.f_bavail * fs.f_frsize < 64 * 1024:
             return True
