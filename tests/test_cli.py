@@ -88,4 +88,22 @@ def test_exit_codes_argparse_error_is_exit_2_on_stderr():
     proc = subprocess.run([sys.executable, "-m", "lrnet", "predict", "x.txt", "-g", "foo"], capture_output=True,
                           text=True, timeout=60, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines()[-1].startswith("lrnet predict: error: argument -g/--gpu: 'foo' is not a device")
+    assert proc.stderr.splitlines() == ["lrnet predict: error: argument -g/--gpu: 'foo' is not a device (examples: 0, "
+                                        "cuda, cuda:1, cpu) (see: lrnet predict --help)"]
+
+
+@pytest.mark.misuse
+@pytest.mark.parametrize("argv,needle", [
+    ([], "lrnet: error: the following arguments are required: COMMAND"),
+    (["nope"], "lrnet: error: argument COMMAND: invalid choice: 'nope'"),
+    (["weights"], "lrnet weights: error: the following arguments are required: ACTION"),
+    (["predict"], "lrnet predict: error: the following arguments are required: PATH"),
+    (["predict", "a.txt", "--block-size", "nan"], "lrnet predict: error: argument --block-size:"),
+    (["convert-weights", "a.h5", "b.h5", "--out", "\n"], "lrnet convert-weights: error: argument --out: an empty path"),
+])
+def test_one_line_usage_errors(argv, needle):
+    """Promise 10: a usage error is one line (with where to find the usage), exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-m", "lrnet", *argv], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(needle), proc.stderr

@@ -48,10 +48,18 @@ USER_OS_ERRORS = frozenset({
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``lrnet CMD: error: ... (see lrnet CMD
+    --help)``), exit 2. Sub-command parsers are of the same class (argparse uses the parent's)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, one_line(f"{self.prog}: error: {message} (see: {self.prog} --help)") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lrnet",
         description="Landmark-based deepfake video detection (LRNet).",
     )

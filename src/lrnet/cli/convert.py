@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from ..legacy import block_size_of, read_keras_branch
     from ..weights import load_branch
 
+    branches = {"g1": read_keras_branch(args.g1), "g2": read_keras_branch(args.g2)}
     if os.path.exists(args.g1) and os.path.exists(args.g2) and os.path.samefile(args.g1, args.g2):
         raise LrnetError(f"{args.g1}, {args.g2}: the same file given for both branches; g1 and g2 are trained "
                          "separately (g1.h5 and g2.h5)")
-    branches = {"g1": read_keras_branch(args.g1), "g2": read_keras_branch(args.g2)}
     configs = {name: b.config.to_dict() for name, b in branches.items()}
     if configs["g1"] != configs["g2"]:
         diff = {k: (configs["g1"][k], configs["g2"][k]) for k in configs["g1"] if configs["g1"][k] != configs["g2"][k]}
