@@ -318,6 +318,7 @@ def test_write_failure_write_landmarks_replacing_keeps_old(tmp_path):
         assert old.read_text() == "old landmarks" and temporaries(full) == []
 
 
+@pytest.mark.reference
 def test_write_failure_convert_weights_into_full_disk(tmp_path, reference):
     tf = reference / "weights" / "tf_df_c23"
     with full_disk_dir(tmp_path) as full:
@@ -327,6 +328,7 @@ def test_write_failure_convert_weights_into_full_disk(tmp_path, reference):
         assert temporaries(full) == [] and list((full / "converted").iterdir()) == []
 
 
+@pytest.mark.reference
 def test_write_failure_convert_weights_out_is_under_a_file(tmp_path, reference):
     tf = reference / "weights" / "tf_df_c23"
     (tmp_path / "file").write_text("x")
@@ -335,6 +337,7 @@ def test_write_failure_convert_weights_out_is_under_a_file(tmp_path, reference):
 
 
 # ------------------------------------------------------------------ 2 + 9: convert-weights misuse
+@pytest.mark.reference
 @pytest.mark.parametrize("args,needle", [
     (["{tf}/g1.h5", "{tf}/g1.h5", "--out", "{tmp}/c"], "the same file given for both branches"),
     (["{tf}/g1.h5", "{tf}/g2.h5", "--out", ""], "argument --out: an empty path"),
@@ -353,6 +356,7 @@ def test_exit_codes_convert_weights_careless_arguments(tmp_path, reference, args
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.reference
 def test_never_overwrite_convert_weights_into_a_folder_with_spaces_and_unicode(tmp_path, reference):
     tf = reference / "weights" / "tf_df_c23"
     out = tmp_path / "conv é d"
