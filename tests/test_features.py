@@ -50,3 +50,22 @@ def test_differences():
     np.testing.assert_array_equal(branch_input(blocks, "g2"), diff)
     with pytest.raises(ValueError):
         branch_input(blocks, "g3")
+
+
+@pytest.mark.misuse
+@pytest.mark.parametrize("bad", [1, 0, -30, 2.5, float("nan"), True, "30", None])
+def test_exit_codes_bad_block_size_is_a_user_error(bad):
+    """Promise 9: a block size from a flag or a config file that cannot cut blocks is a one-line
+    user error (LrnetError), still a ValueError for API callers."""
+    from lrnet.errors import LrnetError
+
+    for call in (lambda: num_blocks(100, bad), lambda: cut_blocks(np.zeros((100, 136), np.float32), bad)):
+        with pytest.raises(LrnetError) as err:
+            call()
+        assert isinstance(err.value, ValueError) and "block size" in str(err.value)
+
+
+def test_block_size_accepts_numpy_and_whole_floats():
+    assert num_blocks(100, np.int64(30)) == num_blocks(100, 30.0) == 3
+    with pytest.raises(ValueError):
+        branch_input(np.zeros((1, 30, 136), np.float32), "g3")

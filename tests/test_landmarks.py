@@ -105,3 +105,80 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# ---------------------------------------------------------------------------------- misuse
+def _line(values):
+    return " ".join(values) + "\n"
+
+
+@pytest.mark.misuse
+@pytest.mark.parametrize("token", ["1e308", "3.5e38", "-3.5e38", "1e39", "3.4028236e38", "nan", "-inf", "Infinity"])
+@pytest.mark.parametrize("spacing", ["pandas", "checked"])
+def test_non_finite_after_float32_rejected_on_every_parse_path(tmp_path, token, spacing):
+    """Promise 6: values finite as float64 but not as float32 are rejected with file, line, column,
+    whichever parser reads the file (pandas for plain spacing, the checked parser for tabs)."""
+    sep = " " if spacing == "pandas" else "\t"
+    good = sep.join(["0.10000"] * FEATURE_SIZE) + "\n"
+    bad = sep.join(["0.10000"] * 4 + [token] + ["0.10000"] * 131) + "\n"
+    path = tmp_path / "v.txt"
+    path.write_text(good * 3 + bad)
+    with pytest.raises(LrnetError) as err:
+        read_landmarks(path)
+    assert str(err.value) == f"{path}: line 4, column 5: non-finite value {token!r} (as a 32-bit float)"
+
+
+@pytest.mark.misuse
+def test_non_finite_largest_float32_is_accepted(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text(_line(["3.4028234e38"] + ["0.1"] * 135))
+    assert read_landmarks(path)[0, 0] == np.float32(3.4028234e38)
+
+
+@pytest.mark.misuse
+@pytest.mark.parametrize("chunk", [1000, 1088, 4096])
+def test_bounded_memory_chunked_reading_is_identical(tmp_path, monkeypatch, chunk):
+    """Chunks of any size (cut inside a line, on a line end) give the same array and line numbers."""
+    import lrnet.landmarks as landmarks
+
+    frames = _frames(57, seed=3)
+    path = tmp_path / "v.txt"
+    write_landmarks(path, frames)
+    whole = read_landmarks(path)
+    loose = tmp_path / "loose.txt"
+    loose.write_text(path.read_text().replace(" ", "\t"))
+    monkeypatch.setattr(landmarks, "CHUNK_BYTES", chunk)
+    np.testing.assert_array_equal(read_landmarks(path), whole)
+    np.testing.assert_array_equal(read_landmarks(loose), whole)
+    lines = path.read_text().splitlines()
+    lines[50] = lines[50].replace(" ", " x", 1)
+    path.write_text("\n".join(lines))
+    with pytest.raises(LrnetError, match=r"line 51, column 2: not a number: 'x"):
+        read_landmarks(path)
+
+
+@pytest.mark.misuse
+def test_bounded_memory_binary_content_names_the_byte_offset(tmp_path):
+    good = _line(["0.10000"] * FEATURE_SIZE).encode()
+    for byte, needle in ((b"\0", "NUL byte at offset"), (b"\xff", "byte 0xff at offset")):
+        path = tmp_path / "b.txt"
+        path.write_bytes(good * 2 + b"0.1" + byte + good)
+        with pytest.raises(LrnetError) as err:
+            read_landmarks(path)
+        assert f"{needle} {len(good) * 2 + 3}" in str(err.value)
+
+
+@pytest.mark.misuse
+def test_bounded_memory_frame_limit(tmp_path):
+    path = tmp_path / "v.txt"
+    write_landmarks(path, _frames(20))
+    assert read_landmarks(path, max_frames=20).shape == (20, FEATURE_SIZE)
+    with pytest.raises(LrnetError, match="more than 19 frames"):
+        read_landmarks(path, max_frames=19)
+
+
+def test_utf8_byte_order_mark_is_ignored(tmp_path):
+    plain, bom = tmp_path / "plain.txt", tmp_path / "bom.txt"
+    write_landmarks(plain, _frames(2))
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    np.testing.assert_array_equal(read_landmarks(bom), read_landmarks(plain))

@@ -1,18 +1,37 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it.
+"""Atomic file writes, and the check that an output is not one of the inputs.
 
-A reader (or a resumed job) therefore sees either the old file or the complete new one, never a
-truncated file left behind by a crash or Ctrl-C.
+Every write goes to a temporary file beside the target (``.NAME.XXXXXXXX.tmp``, or
+``.NAME.XXXXXXXX.tmp.EXT`` when the writer needs an extension), is flushed and fsync'ed, and is
+then renamed over the target. A reader (or a resumed job) therefore sees either the old file or the
+complete new one, never a truncated file left behind by a crash, Ctrl-C or a full disk. When a
+write fails the temporary is removed and the error names the *target* (an `OSError` whose
+``filename`` is the target, e.g. ``out/g1.pth: No space left on device``), so that the CLI can
+report it on one line. Only SIGKILL or a power cut can leave a temporary behind:
+`remove_temporaries` deletes those (they match `TEMP_GLOBS`).
+
+Written files get the usual permissions (``0666 & ~umask``), or keep the mode of the file they
+replace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
+import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterable, Iterator, Union
+
+from .errors import LrnetError
+
+__all__ = ["TEMP_GLOBS", "atomic_path", "atomic_open", "atomic_write_bytes", "atomic_write_text",
+           "ensure_not_input", "remove_temporaries"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+TEMP_GLOBS = (".*.tmp", ".*.tmp.*")  # what atomic_path's temporaries look like
 
 
 def _current_umask() -> int:
@@ -27,34 +46,43 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 @contextlib.contextmanager
 def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success rename it onto `target`.
+    """Yield a temporary path beside `target`; when the block ends cleanly, fsync it and rename
+    it onto `target`.
 
-    Use for writers that want a file name (``torch.save``, ``np.save``, ``savefig``). `suffix`
-    keeps an extension some writers insist on (e.g. ``.png``). On error the temporary is removed.
+    For writers that want a file name (``torch.save``, ``np.save``, ``savefig``, ``cv2.VideoWriter``).
+    With `suffix` (e.g. ``".mp4"``) the temporary's name ends with it, for writers that pick the
+    format from the extension. On any error (Ctrl-C included) the temporary is removed, `target`
+    is left as it was, and an `OSError` names `target`.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        _make_parent(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _naming(exc, target, None) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, _FILE_MODE)
+        _fsync_file(tmp_path)
+        os.chmod(tmp_path, _mode_for(target))
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        error = _as_named_error(exc, tmp_path, target)  # while the temporary still exists
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
-        raise
+        if error is None or error is exc:
+            raise
+        raise error from exc
 
 
 @contextlib.contextmanager
-def atomic_open(target: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+def atomic_open(target: PathLike, mode: str = "w", suffix: str = "", **kwargs) -> Iterator[IO]:
     """Open a temporary file for writing that replaces `target` when the block ends cleanly."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, suffix) as tmp:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
 
 
 def atomic_write_bytes(target: PathLike, data: bytes) -> None:
@@ -67,3 +95,108 @@ def atomic_write_text(target: PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `target` atomically."""
     with atomic_open(target, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def remove_temporaries(folder: PathLike, recursive: bool = False) -> int:
+    """Delete temporaries left in `folder` by writes that were killed (SIGKILL, power cut).
+
+    Only call it on a folder this process owns (e.g. under `lrnet.locks.output_lock`): another
+    writer's temporary in flight would be deleted too. Returns how many were removed.
+    """
+    folder = Path(folder)
+    removed = 0
+    for pattern in TEMP_GLOBS:
+        for p in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+            if p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+    return removed
+
+
+def ensure_not_input(output: PathLike, inputs: Iterable[PathLike], what: str = "output",
+                     reread: bool = True) -> None:
+    """Raise `LrnetError` when writing `output` would destroy or feed back into one of `inputs`.
+
+    Refused: `output` is an input (same path after resolving symlinks and ``..``, or the same file
+    through a hard link); with `reread`, `output` lies inside an input folder that is read
+    recursively (its files would be taken as inputs by the next run). Paths that do not exist yet
+    are compared after resolving the parts that do.
+    """
+    out = Path(output)
+    out_real = Path(os.path.realpath(out))
+    for raw in inputs:
+        source = Path(raw)
+        source_real = Path(os.path.realpath(source))
+        if out_real == source_real or _same_file(out, source):
+            raise LrnetError(f"{out}: the {what} is the input {source}; choose another {what} path "
+                             "(lrnet never overwrites its input)")
+        if reread and source_real in out_real.parents and source.is_dir():
+            raise LrnetError(f"{out}: the {what} is inside the input folder {source}, which is read "
+                             f"recursively; choose an {what} outside it")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _make_parent(target: Path) -> None:
+    """Create the target's folder; a *file* in the way is reported as ``FILE: Not a directory``."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()),
+                       target.parent)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _mode_for(target: Path) -> int:
+    """Keep the permissions of a file being replaced; else the usual ones."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        return _FILE_MODE
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else _FILE_MODE
+
+
+def _fsync_file(path: Path) -> None:
+    """Make the data durable before the rename publishes it (else a power cut can leave an
+    empty file under the target's name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _naming(exc: OSError, target: Path, tmp: "Path | None") -> OSError:
+    """The same error, naming `target` instead of the temporary (or nothing)."""
+    unnamed = exc.filename is None or (tmp is not None and os.fsdecode(exc.filename) == str(tmp))
+    if not unnamed or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
+
+
+def _as_named_error(exc: BaseException, tmp: Path, target: Path) -> "BaseException | None":
+    """The error to raise for a failed write: an OSError naming `target`.
+
+    Writers that do their own I/O (``torch.save`` to a path) turn a full disk or a file-size
+    limit into an opaque RuntimeError; those two are recognised and reported as what they are.
+    """
+    if isinstance(exc, OSError):
+        return _naming(exc, target, tmp)
+    if not isinstance(exc, RuntimeError):
+        return None
+    with contextlib.suppress(OSError):
+        fs = os.statvfs(target.parent)
+        if fs.f_bavail * fs.f_frsize < 64 * 1024:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    with contextlib.suppress(OSError):
+        if limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit:
+            return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(target))
+    return None

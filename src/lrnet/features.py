@@ -15,9 +15,25 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import LrnetValueError
+
+__all__ = ["BRANCHES", "DEFAULT_BLOCK_SIZE", "Branch", "branch_input", "check_block_size", "cut_blocks",
+           "frame_differences", "num_blocks"]
+
 BRANCHES = ("g1", "g2")
 Branch = Literal["g1", "g2"]
 DEFAULT_BLOCK_SIZE = 30
+
+
+def check_block_size(block_size) -> int:
+    """`block_size` as an int, or `LrnetValueError` (a ValueError) when it is not a whole number
+    of frames >= 2 (g2 needs two frames for one difference)."""
+    if isinstance(block_size, (bool, np.bool_)) or not isinstance(block_size, (int, np.integer)):
+        if not (isinstance(block_size, (float, np.floating)) and float(block_size).is_integer()):
+            raise LrnetValueError(f"block size must be a whole number of frames, got {block_size!r}")
+    if block_size < 2:
+        raise LrnetValueError(f"block size must be at least 2 frames, got {block_size}")
+    return int(block_size)
 
 
 def num_blocks(n_frames, block_size: int = DEFAULT_BLOCK_SIZE):
@@ -25,8 +41,7 @@ def num_blocks(n_frames, block_size: int = DEFAULT_BLOCK_SIZE):
 
     Works on an int or on an integer array of frame counts (vectorised over videos).
     """
-    if block_size < 2:
-        raise ValueError(f"block size must be at least 2 frames, got {block_size}")
+    block_size = check_block_size(block_size)
     n = np.asarray(n_frames, dtype=np.int64)
     count = np.where(n > block_size, (n - block_size + block_size - 1) // block_size, 0)
     return int(count) if count.ndim == 0 else count
@@ -60,4 +75,4 @@ def branch_input(blocks: np.ndarray, branch: str) -> np.ndarray:
         return blocks
     if branch == "g2":
         return frame_differences(blocks)
-    raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")
+    raise LrnetValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")

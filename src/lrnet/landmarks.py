@@ -8,17 +8,22 @@ coordinates of a 400 x 400 face crop mapped by ``(p - 200) / 200``). In memory a
 
 from __future__ import annotations
 
+import contextlib
 import io
-import math
 import os
+import stat
+import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Sequence, Union
+from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 
 from .atomic import atomic_open
 from .errors import LrnetError
 from .parallel import map_in_processes
+
+__all__ = ["FEATURE_SIZE", "LANDMARK_SUFFIX", "MAX_FILE_BYTES", "MAX_FRAMES", "NUM_POINTS", "find_landmark_files",
+           "iter_landmarks", "read_landmarks", "read_many", "write_landmarks"]
 
 NUM_POINTS = 68
 FEATURE_SIZE = 2 * NUM_POINTS  # 136 values per frame
@@ -27,28 +32,100 @@ LANDMARK_SUFFIX = ".txt"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def read_landmarks(path: PathLike) -> np.ndarray:
+MAX_FRAMES = 1_000_000  # 9 h 15 min at 30 fps; the array is at most 544 MB
+MAX_FILE_BYTES = 2 * 1024 ** 3  # refused before reading (1M frames in the published format: 1.1 GB)
+CHUNK_BYTES = 16 * 1024 ** 2  # parsed a chunk at a time: working memory about 10 x this
+MAX_LINE_BYTES = 1024 ** 2  # 136 values need a few KB; a longer line is not a landmark file
+
+
+def read_landmarks(path: PathLike, max_frames: int = MAX_FRAMES) -> np.ndarray:
     """Read one landmark file into a ``(frames, 136)`` float32 array.
 
     Files in the published ``%1.5f`` format are decoded by a vectorised fixed-format parser (about
     6-10x faster than ``np.loadtxt``), other spellings by pandas' C tokenizer (about 3x); both are
     bit-identical to ``np.loadtxt`` followed by a float32 cast. Anything unexpected falls back to a
     line-by-line check that raises `LrnetError` naming the file and the first bad line: wrong
-    column count, a non-numeric token, NaN/Inf, an empty file or an unreadable one.
+    column count, a non-numeric token, a value that is not finite as float32 (NaN, Inf, 1e39), an
+    empty file or an unreadable one.
+
+    Memory stays bounded on absurd input: a file over `MAX_FILE_BYTES` is refused before it is
+    read, the rest is parsed in chunks of `CHUNK_BYTES` and refused as soon as it passes
+    `max_frames` frames, a NUL byte (binary content) or a line over `MAX_LINE_BYTES`. A FIFO or a
+    device is read the same way (a FIFO without a writer reads as empty instead of hanging).
     """
     path = Path(path)
+    parts: List[np.ndarray] = []
+    total = 0
+    with _open_landmark_file(path) as fh:
+        for chunk, line, offset in _chunks(path, fh):
+            part = _parse_chunk(path, chunk, line, offset)
+            total += len(part)
+            if total > max_frames:
+                raise LrnetError(f"{path}: more than {max_frames} frames (the limit for one landmark file); "
+                                 "split the video")
+            parts.append(part)
+    if total == 0:
+        raise LrnetError(f"{path}: empty landmark file (no frames)")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@contextlib.contextmanager
+def _open_landmark_file(path: Path) -> Iterator[io.BufferedReader]:
+    """Open for reading; one-line errors for a folder, a missing or unreadable file, a huge file."""
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO that has no writer returns at once (then reads as empty).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except IsADirectoryError:
         raise LrnetError(f"{path}: is a directory, not a landmark file") from None
     except OSError as exc:
         raise LrnetError(f"{path}: cannot read landmark file ({exc.strerror or exc})") from None
-    if not data.strip():
-        raise LrnetError(f"{path}: empty landmark file (no frames)")
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise LrnetError(f"{path}: is a directory, not a landmark file")
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        if stat.S_ISREG(st.st_mode) and st.st_size > MAX_FILE_BYTES:
+            raise LrnetError(f"{path}: {st.st_size / 1024 ** 3:.1f} GiB is too large for a landmark file (limit "
+                             f"{MAX_FILE_BYTES / 1024 ** 3:.0f} GiB, about {MAX_FRAMES} frames)")
+        os.set_blocking(fd, True)
+        yield fh
+
+
+def _chunks(path: Path, fh: io.RawIOBase) -> Iterator[Tuple[bytes, int, int]]:
+    """Yield ``(data, first line number, byte offset)`` pieces of the file that end at a line
+    break (the last one may not), about `CHUNK_BYTES` each. Raises on a NUL byte or an overlong line."""
+    carry, line, offset = b"", 1, 0
+    while True:
+        try:
+            block = fh.read(CHUNK_BYTES)
+        except OSError as exc:
+            raise LrnetError(f"{path}: cannot read landmark file ({exc.strerror or exc})") from None
+        if not block:
+            break
+        nul = block.find(b"\0")
+        if nul >= 0:
+            raise LrnetError(f"{path}: NUL byte at offset {offset + len(carry) + nul}: binary content, "
+                             "not a text landmark file")
+        data = carry + block
+        if offset == 0 and data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors)
+            data, offset = data[3:], 3
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > MAX_LINE_BYTES:
+            raise LrnetError(f"{path}: line {line} is longer than {MAX_LINE_BYTES} bytes: not a landmark file")
+        if cut:
+            yield data[:cut], line, offset
+            line += data.count(b"\n", 0, cut)
+            offset += cut
+        carry = data[cut:]
+    if carry:
+        yield carry, line, offset
+
+
+def _parse_chunk(path: Path, data: bytes, line: int, offset: int) -> np.ndarray:
     frames = _parse_fast(data)
     if frames is None or frames.shape[1] != FEATURE_SIZE or not np.isfinite(frames).all():
         # Unusual spacing (tabs, trailing blanks) or a real error: the checked parser tells which.
-        frames = _parse_checked(path, data)
+        frames = _parse_checked(path, data, line, offset)
     return frames
 
 
@@ -110,20 +187,26 @@ def _parse_fast(data: bytes) -> "np.ndarray | None":
     import pandas as pd  # imported here: pandas costs ~0.3 s to import and only this needs it
 
     try:
-        table = pd.read_csv(io.BytesIO(data), sep=" ", header=None, dtype=np.float32, engine="c")
+        # A value too large for float32 becomes inf here (reported by the checked parser), quietly.
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            table = pd.read_csv(io.BytesIO(data), sep=" ", header=None, dtype=np.float32, engine="c")
     except Exception:  # any parse failure: let the diagnosis find the line
         return None
     return np.ascontiguousarray(table.to_numpy(dtype=np.float32))
 
 
-def _parse_checked(path: Path, data: bytes) -> np.ndarray:
-    """Parse line by line, raising `LrnetError` at the first problem; slow but exact in its errors."""
+def _parse_checked(path: Path, data: bytes, first_line: int = 1, offset: int = 0) -> np.ndarray:
+    """Parse line by line, raising `LrnetError` at the first problem; slow but exact in its errors.
+
+    `first_line` and `offset` place `data` in the file, for the messages."""
     try:
         text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise LrnetError(f"{path}: not a text landmark file (binary content)") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    except UnicodeDecodeError as exc:
+        raise LrnetError(f"{path}: byte 0x{data[exc.start]:02x} at offset {offset + exc.start}: not a text "
+                         "landmark file (binary or non-ASCII content)") from None
+    rows, numbers = [], []
+    for number, line in enumerate(text.splitlines(), start=first_line):
         tokens = line.split()
         if not tokens:
             continue
@@ -133,13 +216,19 @@ def _parse_checked(path: Path, data: bytes) -> np.ndarray:
             )
         for column, token in enumerate(tokens, start=1):
             try:
-                value = float(token)
+                float(token)
             except ValueError:
                 raise LrnetError(f"{path}: line {number}, column {column}: not a number: {token!r}") from None
-            if not math.isfinite(value):
-                raise LrnetError(f"{path}: line {number}, column {column}: non-finite value {token!r}")
         rows.append(tokens)
-    return np.array(rows, dtype=np.float64).astype(np.float32)
+        numbers.append(number)
+    with np.errstate(over="ignore"):  # overflow is reported below, with its place
+        frames = np.array(rows, dtype=np.float64).reshape(-1, FEATURE_SIZE).astype(np.float32)
+    bad = np.argwhere(~np.isfinite(frames))
+    if bad.size:
+        row, column = bad[0]
+        raise LrnetError(f"{path}: line {numbers[row]}, column {column + 1}: non-finite value {rows[row][column]!r} "
+                         "(as a 32-bit float)")
+    return frames
 
 
 def write_landmarks(path: PathLike, frames: np.ndarray) -> None:

@@ -1,12 +1,28 @@
-"""Flags shared by several sub-commands, spelled as in the reference code."""
+"""Flags shared by several sub-commands, spelled as in the reference code, and the flag types that
+check numbers and paths at parse time (a bad value stops with ``argument --x: ...``, exit 2)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+
+__all__ = ["add_branch_flag", "add_dataset_flags", "add_gpu_flag", "add_weights_flag", "block_size", "branches_of",
+           "device_name", "float_range", "fraction", "int_range", "nonempty_path", "nonneg_float", "nonneg_int",
+           "port_number", "positive_float", "positive_int", "seed"]
+
+
+_DEVICE = re.compile(r"(\d+|(cpu|cuda|mps|xpu)(:\d+)?)")
+
+
+def device_name(text: str) -> str:
+    """A torch device as ``-g`` takes it: ``1``, ``cuda``, ``cuda:1``, ``cpu``, ``mps``, ``xpu:0``."""
+    if not _DEVICE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (examples: 0, cuda, cuda:1, cpu)")
+    return text.strip()
 
 
 def add_gpu_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-g", "--gpu", nargs="?", const=True, default=False, metavar="DEVICE",
+    parser.add_argument("-g", "--gpu", nargs="?", const=True, default=False, metavar="DEVICE", type=device_name,
                         help="run on the GPU (cuda:0, or the device given, e.g. -g 1 or -g cuda:1)")
 
 
@@ -85,3 +101,37 @@ def fraction(text: str) -> float:
 def port_number(text: str) -> int:
     """A TCP port, 0 (any free port) to 65535."""
     return _number(int, text, 0, 65535, what="a port between 0 and 65535")
+
+
+def int_range(low: int, high: int, what: str = ""):
+    """A flag type: an integer in ``[low, high]`` (an upper bound keeps a typo like ``--workers
+    1000000`` from reaching the machine)."""
+    def parse(text: str) -> int:
+        return _number(int, text, low, high, what=what or f"an integer between {low} and {high}")
+    parse.__name__ = f"int_{low}_{high}"
+    return parse
+
+
+def float_range(low: float, high: float, what: str = ""):
+    """A flag type: a finite number in ``[low, high]``."""
+    def parse(text: str) -> float:
+        return _number(float, text, low, high, what=what or f"a number between {low:g} and {high:g}")
+    parse.__name__ = f"float_{low:g}_{high:g}"
+    return parse
+
+
+def block_size(text: str) -> int:
+    """Frames per block: an integer from 2 (one frame difference for g2) to 100000."""
+    return _number(int, text, 2, 100_000, what="an integer between 2 and 100000 (frames per block)")
+
+
+def seed(text: str) -> int:
+    """A random seed, 0 to 2**32 - 1 (what NumPy and PyTorch both accept)."""
+    return _number(int, text, 0, 2 ** 32 - 1, what="an integer between 0 and 4294967295")
+
+
+def nonempty_path(text: str) -> str:
+    """A path that is not the empty string (``--out ""`` would otherwise mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return text
