@@ -104,7 +104,7 @@ class Server:
 
 
 def run_lrnet(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrnet", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lrnet", *args], check=False, capture_output=True, text=True,
                           env=lrnet_env(), cwd=str(cwd) if cwd else None, timeout=300)
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from .common import add_weights_flag, positive_float, positive_int, port_number
+from .common import add_weights_flag, port_number, positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -42,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import LrnetError
-    from ..serve import ServeConfig, default_data_dir, is_loopback, running_service, serve_forever
+    from ..serve import (
+        ServeConfig,
+        default_data_dir,
+        is_loopback,
+        running_service,
+        serve_forever,
+    )
 
     if not is_loopback(args.host) and not args.token:
         raise LrnetError(f"refusing to listen on {args.host} without --token: anyone who can reach it could use "

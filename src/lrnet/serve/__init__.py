@@ -8,6 +8,13 @@ the uvicorn server) and `app` (FastAPI routes). The page lives in ``static/``.
 Needs the ``serve`` extra (fastapi, uvicorn, python-multipart).
 """
 
-from .service import ServeConfig, Service, default_data_dir, is_loopback, running_service, serve_forever
+from .service import (
+    ServeConfig,
+    Service,
+    default_data_dir,
+    is_loopback,
+    running_service,
+    serve_forever,
+)
 
 __all__ = ["ServeConfig", "Service", "default_data_dir", "is_loopback", "running_service", "serve_forever"]

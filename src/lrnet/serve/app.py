@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Dict, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -30,7 +30,14 @@ from ..errors import LrnetError
 from .media import browser_playable, probe_video
 from .service import Service
 from .store import FINAL, Job, valid_id
-from .uploads import KIND_SUFFIX, BadUpload, UploadTooLarge, display_name, receive_upload, sniff_file
+from .uploads import (
+    KIND_SUFFIX,
+    BadUpload,
+    UploadTooLarge,
+    display_name,
+    receive_upload,
+    sniff_file,
+)
 
 __all__ = ["create_app", "job_view"]
 

@@ -19,7 +19,7 @@ from typing import Optional
 from ..atomic import atomic_path
 from ..errors import LrnetError
 
-__all__ = ["VideoInfo", "probe_video", "browser_playable", "transcode_h264", "PLAYABLE_CODECS"]
+__all__ = ["PLAYABLE_CODECS", "VideoInfo", "browser_playable", "probe_video", "transcode_h264"]
 
 PLAYABLE_CODECS = {"mp4": {"h264", "vp9", "av1"}, "webm": {"vp8", "vp9", "av1"}}
 PLAYABLE_PIX_FMTS = {"yuv420p", "yuvj420p"}

@@ -26,7 +26,7 @@ from ..model import LoadedWeights
 from ..scoring import THRESHOLD, VideoResult, score_sequence
 from .media import transcode_h264
 
-__all__ = ["Task", "run_task", "block_details", "describe_weights", "warm_up", "DEFAULT_FPS"]
+__all__ = ["DEFAULT_FPS", "Task", "block_details", "describe_weights", "run_task", "warm_up"]
 
 DEFAULT_FPS = 25.0  # time axis of a landmark file when the weights do not name a frame rate
 ProgressFn = Callable[[str, float], None]
@@ -119,7 +119,7 @@ def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> D
     out = result.to_dict(with_blocks=True)
     out["video"] = task.filename
     stats = result.landmarks.stats
-    fps = float(out.get("fps_used") or stats.fps or weights.fps or DEFAULT_FPS)
+    fps = float(out.get("fps_used") or stats.fps or weights.fps or DEFAULT_FPS)  # type: ignore[arg-type]
     times = _frame_times(result.landmarks, fps)
     for key, value in _weights_facts(weights).items():
         out.setdefault(key, value)

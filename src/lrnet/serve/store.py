@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from ..atomic import atomic_write_text
 
-__all__ = ["Job", "JobStore", "FINAL", "STATUSES", "RESTARTED", "valid_id"]
+__all__ = ["FINAL", "RESTARTED", "STATUSES", "Job", "JobStore", "valid_id"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Job:
         return out
 
     @classmethod
-    def from_record(cls, data: Dict[str, Any]) -> "Job":
+    def from_record(cls, data: Dict[str, Any]) -> Job:
         names = {f.name for f in fields(cls)} - {"version"}
         return cls(**{k: v for k, v in data.items() if k in names})
 

@@ -15,12 +15,23 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
-__all__ = ["KIND_SUFFIX", "VIDEO_KINDS", "SNIFF_BYTES", "BadUpload", "UploadTooLarge", "ReceivedUpload",
-           "sniff_kind", "sniff_file", "display_name", "receive_upload"]
+__all__ = [
+    "KIND_SUFFIX",
+    "SNIFF_BYTES",
+    "VIDEO_KINDS",
+    "BadUpload",
+    "ReceivedUpload",
+    "UploadTooLarge",
+    "display_name",
+    "receive_upload",
+    "sniff_file",
+    "sniff_kind",
+]
 
 VIDEO_KINDS = ("mp4", "mov", "avi", "mkv", "webm")
 KIND_SUFFIX = {"mp4": ".mp4", "mov": ".mov", "avi": ".avi", "mkv": ".mkv", "webm": ".webm", "landmarks": ".txt"}
@@ -109,8 +120,9 @@ class ReceivedUpload:
 class _PartWriter:
     """python-multipart callbacks: the file part goes to `out`, text fields to memory."""
 
-    def __init__(self, upload: ReceivedUpload, out, limit: int):
-        self.upload, self.out, self.limit = upload, out, limit
+    def __init__(self, upload: ReceivedUpload, limit: int):
+        self.upload, self.limit = upload, limit
+        self.pending: List[bytes] = []  # file bytes parsed but not yet written
         self.header_name = b""
         self.header_value = b""
         self.disposition = b""
@@ -118,7 +130,7 @@ class _PartWriter:
         self.is_file = False
         self.data = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> Any:  # python-multipart's MultipartCallbacks
         return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
                 "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
                 "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
@@ -155,7 +167,7 @@ class _PartWriter:
             self.upload.size += end - start
             if self.upload.size > self.limit:
                 raise UploadTooLarge(f"the file is larger than this server's limit of {self.limit} bytes")
-            self.out.write(data[start:end])
+            self.pending.append(data[start:end])
         else:
             self.data += data[start:end]
             if len(self.data) > FIELD_LIMIT:
@@ -177,13 +189,19 @@ async def receive_upload(content_type: str, chunks: AsyncIterator[bytes], target
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise BadUpload("expected a multipart/form-data body with a 'file' part")
     upload = ReceivedUpload(target)
+    writer = _PartWriter(upload, limit)
+    parser = MultipartParser(params[b"boundary"], writer.callbacks())
+    out = await run_in_threadpool(open, target, "wb")
     try:
-        with open(target, "wb") as out:
-            writer = _PartWriter(upload, out, limit)
-            parser = MultipartParser(params[b"boundary"], writer.callbacks())
+        try:
             async for chunk in chunks:
                 parser.write(chunk)
+                if writer.pending:  # disk writes off the event loop
+                    await run_in_threadpool(out.write, b"".join(writer.pending))
+                    writer.pending.clear()
             parser.finalize()
+        finally:
+            await run_in_threadpool(out.close)
     except BaseException as exc:
         _remove(target)
         if isinstance(exc, (BadUpload, UploadTooLarge)):

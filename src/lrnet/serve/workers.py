@@ -13,6 +13,7 @@ Workers die with the server: they ask the kernel for SIGKILL when their parent g
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -21,7 +22,6 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import LrnetError
@@ -72,6 +72,10 @@ def _available_weights(default: str, loaded) -> List[Dict[str, Any]]:
     return out
 
 
+def _send_progress(conn: Connection, job_id: str, stage: str, fraction: float) -> None:
+    conn.send(("progress", job_id, stage, fraction))
+
+
 def worker_main(conn: Connection, parent: int, default: str, download: bool, threads: int) -> None:
     """Entry of a worker process: load the weights, then run the tasks received on `conn`."""
     _die_with_parent(parent)
@@ -99,8 +103,7 @@ def worker_main(conn: Connection, parent: int, default: str, download: bool, thr
         try:
             if task.weights not in cache:
                 cache[task.weights] = resolve_weights(task.weights, download=False)
-            result = run_task(task, cache[task.weights],
-                              lambda stage, fraction: conn.send(("progress", task.job_id, stage, fraction)))
+            result = run_task(task, cache[task.weights], functools.partial(_send_progress, conn, task.job_id))
             conn.send(("done", task.job_id, result))
         except LrnetError as exc:
             conn.send(("failed", task.job_id, str(exc)))
@@ -250,10 +253,11 @@ class WorkerPool:
         elif kind == "progress" and message[1] == slot.job_id:
             self.store.progress(message[1], message[2], message[3])
         elif kind in ("done", "failed") and message[1] == slot.job_id:
+            job_id = message[1]
             if kind == "done":
-                self.store.finish(slot.job_id, "done", result=message[2])
+                self.store.finish(job_id, "done", result=message[2])
             else:
-                self.store.finish(slot.job_id, "failed", error=message[2])
+                self.store.finish(job_id, "failed", error=message[2])
             slot.job_id = None
 
     def _check_slots(self) -> None:

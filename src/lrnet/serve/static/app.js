@@ -43,7 +43,7 @@ function askToken(message) {
 // ------------------------------------------------------------------------------- setup
 async function loadOptions() {
   const info = await apiJson("/api/v1/weights");
-  fillSelect($("weights"), info.weights.map((w) => [w.name, w.source + (w.fps ? ` (${w.fps} fps)` : "")]), info.default);
+  fillSelect($("weights"), info.weights.map((w) => [w.name, shortWeights(w.source) + (w.fps ? ` (${w.fps} fps)` : "")]), info.default);
   fillSelect($("aggregation"), info.aggregations.map((a) => [a, a]), "vote");
   $("drop-help").textContent += ` · at most ${info.limits.max_upload_mb} MB and ${info.limits.max_seconds} s`;
 }
@@ -180,6 +180,12 @@ function fmt(x, digits = 3) {
   return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
 }
 
+function shortWeights(source) {
+  // a folder path is long on a phone: its last part names it well enough (the full source is in Details)
+  const parts = String(source).split("/").filter(Boolean);
+  return parts.length > 1 ? parts[parts.length - 1] : String(source);
+}
+
 function verdictWord(result) {
   const call = result.call || result.verdict;
   return call === "uncertain" ? "uncertain" : result.verdict;
@@ -199,7 +205,7 @@ function showResult(job) {
   const forged = details.filter((b) => b.p_fake >= 0.5).length;
   $("verdict-blocks").textContent = `${forged} of ${details.length} blocks look forged`;
   $("verdict-meta").textContent = `score ${fmt(r.score)} (${r.aggregation}; fake at ≥ ${fmt(r.threshold, 2)})` +
-    ` · weights ${r.weights}`;
+    ` · weights ${shortWeights(r.weights)}`;
   showNotes(r);
   drawTimeline(r);
   showFacts(r);
@@ -243,7 +249,7 @@ function drawTimeline(r) {
     bar.className = "bar";
     bar.style.left = `${(b.start_s / end) * 100}%`;
     bar.style.width = `max(3px, calc(${((b.end_s - b.start_s) / end) * 100}% - 2px))`;
-    bar.style.height = `${Math.max(2, b.p_fake * 100)}%`;
+    bar.style.height = `${Math.max(4, b.p_fake * 100)}%`;
     bar.style.background = colour(b.p_fake);
     const branches = b.p_g1 !== null && b.p_g1 !== undefined ? `, g1 ${fmt(b.p_g1, 2)}, g2 ${fmt(b.p_g2, 2)}` : "";
     bar.title = `block ${b.index + 1}: ${fmt(b.start_s, 1)}–${fmt(b.end_s, 1)} s, p(fake) ${fmt(b.p_fake, 2)}${branches}`;
@@ -307,7 +313,7 @@ function frameAt(times, t) {
 
 function drawPoints(ctx, row, scale, fill) {
   ctx.fillStyle = fill;
-  const r = Math.max(1.5, 2.2 * scale);
+  const r = Math.max(2, 2.6 * scale);
   for (let k = 0; k < row.length; k += 2) {
     ctx.beginPath();
     ctx.arc(row[k] * scale, row[k + 1] * scale, r, 0, 2 * Math.PI);
