@@ -47,12 +47,20 @@ class Server:
         self.token = token
         args = [sys.executable, "-m", "lrnet", "serve", "--port", "0", "--data-dir", str(data_dir),
                 "--weights", str(weights), "--offline", *flags] + (["--token", token] if token else [])
+        self.data = data_dir
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=lrnet_env(), cwd=str(data_dir.parent))
-        self.url = self._read_url()
+        self._url: Optional[str] = None
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+
+    @property
+    def url(self) -> str:
+        """The bound URL, waiting for the server's first line (so several servers can start at once)."""
+        if self._url is None:
+            self._url = self._read_url()
+        return self._url
 
     def _read_url(self) -> str:
         lines: List[str] = []
@@ -173,10 +181,25 @@ def weights_dir(work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(work, weights_dir):
-    srv = Server(work / "data", weights_dir)
-    yield srv
-    assert srv.stop() in (0, 130)
+def servers(work, weights_dir):
+    """Both servers of this module, started at the same time: the default one, and a strict one with
+    one worker, a queue of one, 2 MB uploads and a token (the restart test kills it at the end)."""
+    default = Server(work / "data", weights_dir)
+    strict = Server(work / "strict", weights_dir, "--jobs", "1", "--queue", "1", "--max-upload-mb", "2",
+                    token="s3cret-token")
+    yield default, strict
+    assert default.stop() in (0, 130)
+    strict.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> Server:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def strict_server(servers) -> Server:
+    return servers[1]
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +220,11 @@ def test_landmark_upload_gives_the_numbers_of_lrnet_predict(server, landmarks, w
     job = answer.json()
     assert re.fullmatch(r"[0-9a-f]{32}", job["id"]) and job["id"] not in landmarks.name
     assert answer.headers["Location"] == job["urls"]["self"]
+    cli = subprocess.Popen([sys.executable, "-m", "lrnet", "predict", "--json", "--blocks", "--weights",
+                            str(weights_dir), str(landmarks)], stdout=subprocess.PIPE, text=True, env=lrnet_env())
     done = server.wait(job["id"])
     assert done["status"] == "done", done
-    cli = run_lrnet("predict", "--json", "--blocks", "--weights", str(weights_dir), str(landmarks))
-    expected = json.loads(cli.stdout)
+    expected = json.loads(cli.communicate(timeout=300)[0])
     result = done["result"]
     for key in ("verdict", "score", "blocks", "frames", "aggregation", "block_scores", "block_scores_g1",
                 "block_scores_g2"):
@@ -234,10 +258,37 @@ def test_events_stream_progress_until_the_job_ends(server, landmarks):
     assert [e["status"] for e in events[:-1]] == [e["status"] for e in events[:-1] if e["status"] != "done"]
 
 
+PREFIX = 100  # frames of dfo_real.mp4 in the sample clips: three 30-frame blocks
+
+
+@pytest.fixture(scope="module")
+def sample_clips(reference, work) -> Dict[str, Path]:
+    """The first PREFIX frames of dfo_real.mp4 as H.264 MP4 (browsers play it) and as MJPG AVI (they do not)."""
+    import av
+    import cv2
+
+    clips = {"mp4": work / "sample.mp4", "avi": work / "sample.avi"}
+    source = cv2.VideoCapture(str(reference / "videos" / "dfo_real.mp4"))
+    avi = cv2.VideoWriter(str(clips["avi"]), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 480))
+    with av.open(str(clips["mp4"]), "w") as mp4:
+        stream = mp4.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for _ in range(PREFIX):
+            frame = source.read()[1]
+            avi.write(frame)
+            mp4.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        mp4.mux(stream.encode(None))
+    avi.release()
+    source.release()
+    return clips
+
+
 @pytest.mark.reference
-def test_video_upload_gives_the_result_and_landmarks_of_lrnet_detect(server, reference, work, capsys):
-    video = reference / "videos" / "dfo_real.mp4"
+def test_video_upload_gives_the_result_and_landmarks_of_lrnet_detect(server, reference, sample_clips, work,
+                                                                     capsys):
+    video = sample_clips["mp4"]
     job = server.upload(video).json()
+    assert job["kind"] == "mp4" and job["urls"]["video"]
     expected = cli_json(capsys, "detect", "--json", "--blocks", "--weights", str(reference / "weights" / "dfo"),
                         "--save-landmarks", str(work / "cli.txt"), str(video))
     done = server.wait(job["id"])
@@ -246,37 +297,30 @@ def test_video_upload_gives_the_result_and_landmarks_of_lrnet_detect(server, ref
     for key in ("verdict", "score", "blocks", "frames", "block_scores", "landmarked", "reused", "skipped",
                 "decoded_frames"):
         assert result[key] == expected[key], key
-    assert result["video"] == "dfo_real.mp4" and result["weights"] == str(reference / "weights" / "dfo")
-    assert result["block_details"][1]["start_s"] == pytest.approx(30 / 25)
+    assert result["video"] == "sample.mp4" and result["weights"] == str(reference / "weights" / "dfo")
+    assert [d["start_s"] for d in result["block_details"]] == pytest.approx([0, 1.2, 2.4])
     assert set(result["timing"]) >= {"decode", "landmarks", "calibration", "scoring", "total"}
     urls = done["urls"]
     assert server.get(urls["landmarks_txt"]).content == (work / "cli.txt").read_bytes()
     marks = server.get(urls["landmarks"]).json()
-    assert len(marks["raw"]) == len(marks["calibrated"]) == len(marks["times"]) == result["frames"]
+    assert len(marks["raw"]) == len(marks["calibrated"]) == len(marks["times"]) == result["frames"] == PREFIX
     assert len(marks["raw"][0]) == 136 and marks["width"] == 640
     clip = server.get(urls["video"], headers={"Range": "bytes=0-99"})
-    assert clip.status_code == 206 and clip.content == video.read_bytes()[:100]  # H.264 MP4: served as uploaded
+    assert clip.status_code == 206 and clip.content == video.read_bytes()[:100]  # served as uploaded
 
 
 @pytest.mark.reference
-def test_a_video_browsers_cannot_play_is_reencoded_to_h264(server, reference, work):
-    import cv2
-
+def test_a_video_browsers_cannot_play_is_reencoded_to_h264(server, sample_clips, work):
     from lrnet.serve.media import probe_video
 
-    source = cv2.VideoCapture(str(reference / "videos" / "dfo_real.mp4"))
-    avi = work / "prefix.avi"
-    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 480))
-    for _ in range(70):
-        writer.write(source.read()[1])
-    writer.release()
-    source.release()
-    done = server.wait(server.upload(avi, name="prefix.avi").json()["id"])
+    job = server.upload(sample_clips["avi"]).json()
+    assert server.get(job["urls"]["video"]).status_code in (409, 200)  # the copy is made at the end
+    done = server.wait(job["id"])
     assert done["status"] == "done" and done["kind"] == "avi", done
     copy = work / "copy.mp4"
     copy.write_bytes(server.get(done["urls"]["video"]).content)
     info = probe_video(copy)
-    assert (info.codec, info.pix_fmt, info.frames, info.width) == ("h264", "yuv420p", 70, 640)
+    assert (info.codec, info.pix_fmt, info.frames, info.width) == ("h264", "yuv420p", PREFIX, 640)
 
 
 def test_a_failing_video_reports_the_message_of_lrnet_detect(server, weights_dir, work, capsys, monkeypatch):
@@ -304,7 +348,7 @@ def test_a_too_short_landmark_file_fails_like_lrnet_predict(server, work):
 
 
 def server_data(server: Server) -> Path:
-    return Path(server.proc.args[server.proc.args.index("--data-dir") + 1]) / "jobs"
+    return server.data / "jobs"
 
 
 # ------------------------------------------------------------------------------ misuse
@@ -357,15 +401,6 @@ def test_health_readiness_weights_and_docs(server):
     assert "/api/v1/jobs" in server.get("/openapi.json").json()["paths"]
     recent = server.get("/api/v1/jobs").json()["jobs"]
     assert recent and "result" not in recent[0]
-
-
-@pytest.fixture(scope="module")
-def strict_server(work, weights_dir):
-    """One worker, a queue of one, 2 MB uploads, and a token."""
-    srv = Server(work / "strict", weights_dir, "--jobs", "1", "--queue", "1", "--max-upload-mb", "2",
-                 token="s3cret-token")
-    yield srv
-    assert srv.stop() in (0, 130)
 
 
 @pytest.mark.misuse
@@ -424,9 +459,8 @@ def test_full_queue_503_and_cancel_kills_the_running_worker(strict_server, facel
 # ------------------------------------------------------------------------------ server lifetime
 
 @pytest.mark.misuse
-def test_kill_and_restart_keep_results_and_fail_interrupted_jobs(work, weights_dir, landmarks, faceless):
-    data = work / "restart"
-    first = Server(data, weights_dir)
+def test_kill_and_restart_keep_results_and_fail_interrupted_jobs(strict_server, weights_dir, landmarks, faceless):
+    first, data = strict_server, strict_server.data
     finished = first.wait(first.upload(landmarks).json()["id"])
     interrupted = first.upload(faceless).json()["id"]
     first.wait(interrupted, statuses=("running",))
@@ -437,7 +471,7 @@ def test_kill_and_restart_keep_results_and_fail_interrupted_jobs(work, weights_d
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers):
         assert time.monotonic() < deadline, "worker processes outlived a killed server"
         time.sleep(0.1)
-    second = Server(data, weights_dir)
+    second = Server(data, weights_dir, token=first.token)
     try:
         again = second.get(f"/api/v1/jobs/{finished['id']}").json()
         assert again["status"] == "done" and again["result"] == finished["result"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -25,25 +24,12 @@ from ..landmarks import read_landmarks, write_landmarks
 from ..model import LoadedWeights
 from ..scoring import THRESHOLD, VideoResult, score_sequence
 from .media import transcode_h264
+from .workers import Task
 
-__all__ = ["DEFAULT_FPS", "Task", "block_details", "describe_weights", "run_task", "warm_up"]
+__all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "warm_up"]
 
 DEFAULT_FPS = 25.0  # time axis of a landmark file when the weights do not name a frame rate
 ProgressFn = Callable[[str, float], None]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One job as a worker sees it. `upload` and `folder` are server paths."""
-
-    job_id: str
-    kind: str
-    upload: str
-    folder: str
-    filename: str
-    weights: str
-    aggregation: str
-    playable: bool
 
 
 def block_details(scoring: VideoResult, block_size: int, times: np.ndarray, fps: float) -> List[Dict[str, Any]]:
