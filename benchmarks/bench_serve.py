@@ -138,7 +138,7 @@ def fmt(values: List[float], scale: float = 1.0, unit: str = "s") -> str:
 
 def percentile(values: List[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def load(url: str, pid: int, landmark_files: List[Path], videos: List[Path]) -> None:
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     from lrnet.landmarks import write_landmarks
     from lrnet.synthetic import real_video
 
-    print(f"machine: {os.cpu_count()} cores; {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"machine: {os.cpu_count()} cores; {subprocess.run(['uptime'], check=False, capture_output=True, text=True).stdout.strip()}")
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         files = []
         for i in range(args.landmark_clients):
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         finally:
             proc.terminate()
             proc.wait(30)
-    print(f"after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"after: {subprocess.run(['uptime'], check=False, capture_output=True, text=True).stdout.strip()}")
     return 0
 
 

@@ -492,3 +492,21 @@ def test_refuses_a_public_address_without_a_token_and_bad_flags(work, weights_di
     for flag, value in (("--port", "70000"), ("--jobs", "0"), ("--max-upload-mb", "-1"), ("--keep-hours", "nan")):
         bad = run_lrnet("serve", flag, value)
         assert bad.returncode == 2 and flag in bad.stderr
+
+
+def test_file_types_are_told_by_their_first_bytes():
+    from lrnet.serve.uploads import display_name, sniff_kind
+
+    line = " ".join(["0.12345"] * 136) + "\n"
+    assert sniff_kind(b"\0\0\0\x20ftypisom" + bytes(20)) == "mp4"
+    assert sniff_kind(b"\0\0\0\x14ftypqt  " + bytes(20)) == "mov"
+    assert sniff_kind(b"RIFF\x10\0\0\0AVI LIST" + bytes(20)) == "avi"
+    assert sniff_kind(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + bytes(20)) == "webm"
+    assert sniff_kind(b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\x82\x88matroska" + bytes(20)) == "mkv"
+    assert sniff_kind((line * 3).encode(), whole=True) == "landmarks"
+    assert sniff_kind((line * 3).encode()[:-200]) == "landmarks"  # a sniff window cutting the last line
+    assert sniff_kind(line.encode()[:-200], whole=True) is None  # ... but a file whose only line is short
+    assert sniff_kind((" ".join(["0.1"] * 135) + "\n").encode(), whole=True) is None
+    assert sniff_kind((" ".join(["nan"] * 136) + "\n").encode(), whole=True) is None
+    assert sniff_kind(b"RIFF\x10\0\0\0WAVEfmt " + bytes(20)) is None  # RIFF, but audio
+    assert display_name("..\\..\\evil\x00name.mp4") == "evilname.mp4" and display_name("../") == "upload"

@@ -106,6 +106,13 @@ class JobStore:
             if path.name != RECORD:
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
+    def discard_files(self, job_id: str) -> None:
+        """After a job was stopped: its files but the record go, or its whole folder if it was deleted."""
+        if self.get(job_id) is None:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        else:
+            self.clean_files(job_id)
+
     # ------------------------------------------------------------------ queries
     def get(self, job_id: str) -> Optional[Job]:
         """A copy of the job (safe to read without the lock), None when unknown."""

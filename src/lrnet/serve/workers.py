@@ -266,12 +266,13 @@ class WorkerPool:
         elif kind == "progress" and message[1] == slot.job_id:
             self.store.progress(message[1], message[2], message[3])
         elif kind in ("done", "failed") and message[1] == slot.job_id:
-            job_id = message[1]
+            job_id, slot.job_id = message[1], None
             if kind == "done":
-                self.store.finish(job_id, "done", result=message[2])
+                finished = self.store.finish(job_id, "done", result=message[2])
             else:
-                self.store.finish(job_id, "failed", error=message[2])
-            slot.job_id = None
+                finished = self.store.finish(job_id, "failed", error=message[2])
+            if finished is None:  # cancelled or deleted while the worker was finishing it
+                self.store.discard_files(job_id)
 
     def _check_slots(self) -> None:
         for i, slot in enumerate(self._slots):
@@ -294,8 +295,7 @@ class WorkerPool:
         if slot.job_id is not None:
             if reason != "cancelled":
                 self.store.finish(slot.job_id, "failed", error=reason)
-            if self.store.get(slot.job_id) is not None:
-                self.store.clean_files(slot.job_id)
+            self.store.discard_files(slot.job_id)  # whatever the killed worker had written
             slot.job_id = None
         elif not slot.ready:  # died while loading the weights
             if not self._started.is_set():
