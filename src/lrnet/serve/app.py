@@ -163,7 +163,17 @@ def _admit(service: Service, job_id: str, folder: Path, upload) -> Job:
 api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
 
 
-@api.post("/jobs", status_code=202, openapi_extra=UPLOAD_BODY, summary="Upload a video or landmark file")
+UPLOAD_ANSWERS: Dict[int | str, Dict[str, Any]] = {
+    400: {"description": "empty file, or not a multipart body with one 'file' part"},
+    401: {"description": "missing or wrong token (servers started with --token)"},
+    413: {"description": "larger than --max-upload-mb"},
+    415: {"description": "neither a video (mp4, mov, avi, mkv, webm) nor a landmark file, judged by content"},
+    422: {"description": "unknown weights or aggregation, or a video longer than --max-seconds"},
+    503: {"description": "the queue is full; retry after the Retry-After header's seconds"}}
+
+
+@api.post("/jobs", status_code=202, openapi_extra=UPLOAD_BODY, responses=UPLOAD_ANSWERS,
+          summary="Upload a video or landmark file")
 async def create_job(request: Request) -> JSONResponse:
     """Queue one upload; answers 202 with the job and its URLs (413 too large, 415 unknown type, 503 queue full)."""
     service, body = _service(request), _Body(request)
@@ -264,7 +274,7 @@ def job_landmark_file(request: Request, job_id: str) -> FileResponse:
                         filename=f"{stem}.txt")
 
 
-@api.api_route("/jobs/{job_id}/video", methods=["GET", "HEAD"], summary="The video in a form browsers play")
+@api.get("/jobs/{job_id}/video", summary="The video in a form browsers play")
 def job_video(request: Request, job_id: str) -> FileResponse:
     job = _job(request, job_id)
     folder = _service(request).store.folder(job_id)
@@ -275,6 +285,9 @@ def job_video(request: Request, job_id: str) -> FileResponse:
     if job.status != "done":
         raise HTTPException(409, f"job {job_id} is {job.status}; its playable copy is made at the end")
     return FileResponse(folder / "video.mp4", media_type="video/mp4")
+
+
+api.add_api_route("/jobs/{job_id}/video", job_video, methods=["HEAD"], include_in_schema=False)
 
 
 @api.delete("/jobs/{job_id}", summary="Cancel a queued or running job, or delete a finished one")
