@@ -1,0 +1,68 @@
+"""``lrnet serve``: a local web page and HTTP API (``/api/v1``) for verdicts on uploaded videos."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .common import add_weights_flag, port_number, positive_float, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="start a local web page and HTTP API that score uploaded videos",
+                       description="Serve a page and a JSON API (/api/v1, documented at /docs) that take a video "
+                                   "or a landmark file and return the verdict of `lrnet detect` / `lrnet predict`. "
+                                   "Listens on 127.0.0.1 unless told otherwise; any other address needs --token.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
+    add_weights_flag(p, "dfo")
+    p.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
+                   help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
+    p.add_argument("--queue", type=positive_int, default=32, metavar="N",
+                   help="jobs that may wait for a worker; more are refused with 503 (default: 32)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=500.0, metavar="MB",
+                   help="largest upload accepted (default: 500)")
+    p.add_argument("--max-seconds", type=positive_float, default=600.0, metavar="S",
+                   help="longest video accepted, in seconds of footage (default: 600)")
+    p.add_argument("--job-timeout", type=positive_float, default=1800.0, metavar="S",
+                   help="a job still running after this many seconds is stopped and failed (default: 1800)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="uploads and results (default: $XDG_DATA_HOME/lrnet/serve, ~/.local/share/lrnet/serve)")
+    p.add_argument("--keep-hours", type=positive_float, default=24.0, metavar="H",
+                   help="finished jobs are deleted after this many hours (default: 24)")
+    p.add_argument("--token", default=os.environ.get("LRNET_SERVE_TOKEN"), metavar="TOKEN",
+                   help="require 'Authorization: Bearer TOKEN' on the API (default: $LRNET_SERVE_TOKEN; "
+                        "needed to listen on a non-loopback address)")
+    p.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import LrnetError
+    from ..serve import (
+        ServeConfig,
+        default_data_dir,
+        is_loopback,
+        running_service,
+        serve_forever,
+    )
+
+    if not is_loopback(args.host) and not args.token:
+        raise LrnetError(f"refusing to listen on {args.host} without --token: anyone who can reach it could use "
+                         "this server (listen on 127.0.0.1, or set --token / $LRNET_SERVE_TOKEN)")
+    config = ServeConfig(data_dir=Path(args.data_dir).expanduser() if args.data_dir else default_data_dir(),
+                         weights=args.weights, jobs=args.jobs, queue=args.queue, max_upload_mb=args.max_upload_mb,
+                         max_seconds=args.max_seconds, keep_hours=args.keep_hours, job_timeout=args.job_timeout,
+                         token=args.token or None, download=not args.offline)
+    with running_service(config) as service:
+        weights = service.info["weights"][0]
+
+        def announce(url: str) -> None:
+            print(f"lrnet serve: listening on {url} (API {url}api/v1, docs {url}docs; weights {weights['source']}, "
+                  f"{config.jobs} worker(s), data {config.data_dir}{', token required' if config.token else ''})",
+                  flush=True)
+
+        serve_forever(service, args.host, args.port, announce)
+    return 0

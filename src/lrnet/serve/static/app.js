@@ -1,0 +1,442 @@
+// lrnet serve page: upload, follow progress, show the verdict, block timeline and landmark overlay.
+// Plain browser JavaScript; talks only to this server's /api/v1.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STAGES = {
+  queued: "Waiting for a free worker", starting: "Starting", landmarks: "Decoding and finding landmarks",
+  calibration: "Calibrating the landmarks", scoring: "Scoring blocks", video: "Preparing the video for the browser",
+  done: "Done", failed: "Failed", cancelled: "Cancelled",
+};
+// Share of the bar each stage fills, in order.
+const WEIGHTS = [["landmarks", 0.75], ["calibration", 0.15], ["scoring", 0.05], ["video", 0.05]];
+const state = { token: sessionStorage.getItem("lrnet-token") || "", job: null, shown: null, events: null, marks: null, file: null };
+
+// ------------------------------------------------------------------------------- API
+class AuthError extends Error {}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (state.token) headers.Authorization = "Bearer " + state.token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) { askToken(); throw new AuthError("token needed"); }
+  return response;
+}
+
+async function apiJson(path, options) {
+  const response = await api(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail || response.statusText);
+  return body;
+}
+
+function withToken(url) {
+  return state.token ? url + "?token=" + encodeURIComponent(state.token) : url;
+}
+
+function askToken(message) {
+  $("auth").hidden = false;
+  $("auth-error").textContent = message || (state.token ? "That token was not accepted." : "");
+  $("token").focus();
+}
+
+// ------------------------------------------------------------------------------- setup
+async function loadOptions() {
+  const info = await apiJson("/api/v1/weights");
+  fillSelect($("weights"), info.weights.map((w) => [w.name, shortWeights(w.source) + (w.fps ? ` (${w.fps} fps)` : "")]), info.default);
+  fillSelect($("aggregation"), info.aggregations.map((a) => [a, a]), "vote");
+  $("drop-help").textContent += ` · at most ${info.limits.max_upload_mb} MB and ${info.limits.max_seconds} s`;
+}
+
+function fillSelect(select, options, chosen) {
+  select.replaceChildren(...options.map(([value, label]) => {
+    const option = new Option(label, value, false, value === chosen);
+    return option;
+  }));
+}
+
+function pickFile(file) {
+  state.file = file || null;
+  $("drop-title").textContent = file ? `${file.name} (${(file.size / 1048576).toFixed(1)} MB)` : "Drop a video here, or choose a file";
+  $("submit").disabled = !file;
+  $("upload-error").textContent = "";
+}
+
+function wireUpload() {
+  const drop = $("drop");
+  drop.addEventListener("click", () => $("file").click());
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
+  });
+  $("file").addEventListener("change", () => pickFile($("file").files[0]));
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); pickFile(e.dataTransfer.files[0]); });
+  $("upload-form").addEventListener("submit", (e) => { e.preventDefault(); if (state.file) upload(state.file); });
+}
+
+// ------------------------------------------------------------------------------- upload and progress
+function upload(file) {
+  const form = new FormData();
+  form.append("weights", $("weights").value);
+  form.append("aggregation", $("aggregation").value);
+  form.append("file", file);
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/api/v1/jobs");
+  if (state.token) xhr.setRequestHeader("Authorization", "Bearer " + state.token);
+  xhr.upload.onprogress = (e) => e.lengthComputable && showProgress("Uploading", e.loaded / e.total * 0.05, file.name);
+  xhr.onload = () => uploaded(xhr);
+  xhr.onerror = () => failUpload("The upload did not reach the server.");
+  showProgress("Uploading", 0, file.name);
+  $("submit").disabled = true;
+  xhr.send(form);
+}
+
+function uploaded(xhr) {
+  let body = {};
+  try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON: use the status line */ }
+  if (xhr.status === 401) { $("progress").hidden = true; askToken(); return; }
+  if (xhr.status !== 202) {
+    const wait = xhr.getResponseHeader("Retry-After");
+    failUpload((body.detail || xhr.statusText) + (wait ? ` (try again in ${wait} s)` : ""));
+    return;
+  }
+  follow(body.id);
+  refreshRecent();
+}
+
+function failUpload(message) {
+  $("progress").hidden = true;
+  $("upload").hidden = false;
+  $("upload-error").textContent = message;
+  $("submit").disabled = !state.file;
+}
+
+function showProgress(label, fraction, name) {
+  $("upload").hidden = true;
+  $("result").hidden = true;
+  $("progress").hidden = false;
+  if (name) $("progress-name").textContent = name;
+  $("bar").value = fraction;
+  $("stage").textContent = `${label} (${Math.round(fraction * 100)} %)`;
+}
+
+function overall(stage, fraction) {
+  let done = 0.05;
+  for (const [name, share] of WEIGHTS) {
+    if (name === stage) return done + share * fraction;
+    done += share;
+  }
+  return done;
+}
+
+function follow(id) {
+  closeEvents();
+  state.job = id;
+  history.replaceState(null, "", "#job=" + id);
+  state.events = new EventSource(withToken(`/api/v1/jobs/${id}/events`));
+  state.events.onmessage = (e) => onJob(JSON.parse(e.data));
+  state.events.onerror = () => { closeEvents(); setTimeout(() => reopen(id), 1000); };
+}
+
+async function reopen(id) {
+  if (state.job !== id) return;
+  try {
+    const job = await apiJson(`/api/v1/jobs/${id}`);
+    if (["queued", "running"].includes(job.status)) follow(id); else onJob(job);
+  } catch (e) { if (!(e instanceof AuthError)) failUpload(e.message); }
+}
+
+function closeEvents() {
+  if (state.events) state.events.close();
+  state.events = null;
+}
+
+function onJob(job) {
+  if (job.id !== state.job) return;
+  const stage = job.progress.stage;
+  if (job.status === "queued" || job.status === "running") {
+    showProgress(STAGES[stage] || stage, overall(stage, job.progress.fraction), job.filename);
+    return;
+  }
+  closeEvents();
+  refreshRecent();
+  if (job.status === "done") showResult(job);
+  else failUpload(job.status === "cancelled" ? `${job.filename}: cancelled.` : job.error || "The job failed.");
+}
+
+async function cancel() {
+  if (!state.job) return;
+  const id = state.job;
+  state.job = null;
+  closeEvents();
+  await api(`/api/v1/jobs/${id}`, { method: "DELETE" }).catch(() => null);
+  failUpload("Cancelled.");
+  refreshRecent();
+}
+
+// ------------------------------------------------------------------------------- result
+function fmt(x, digits = 3) {
+  return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
+}
+
+function shortWeights(source) {
+  // a folder path is long on a phone: its last part names it well enough (the full source is in Details)
+  const parts = String(source).split("/").filter(Boolean);
+  return parts.length > 1 ? parts[parts.length - 1] : String(source);
+}
+
+function verdictWord(result) {
+  const call = result.call || result.verdict;
+  return call === "uncertain" ? "uncertain" : result.verdict;
+}
+
+function showResult(job) {
+  const r = job.result;
+  state.shown = job;
+  const word = verdictWord(r);
+  $("progress").hidden = true;
+  $("upload").hidden = true;
+  $("result").hidden = false;
+  $("verdict").className = "verdict " + word;
+  $("verdict-file").textContent = job.filename;
+  $("verdict-word").textContent = { fake: "Looks fake", real: "Looks real", uncertain: "Uncertain" }[word] || word;
+  const details = r.block_details || [];
+  const forged = details.filter((b) => b.p_fake >= 0.5).length;
+  $("verdict-blocks").textContent = `${forged} of ${details.length} blocks look forged`;
+  $("verdict-meta").textContent = `score ${fmt(r.score)} (${r.aggregation}; fake at ≥ ${fmt(r.threshold, 2)})` +
+    ` · weights ${shortWeights(r.weights)}`;
+  showNotes(r);
+  drawTimeline(r);
+  showFacts(r);
+  setupPlayer(job);
+  $("verdict-word").focus();
+}
+
+function intervalText(interval) {
+  if (Array.isArray(interval)) return `${fmt(interval[0])} to ${fmt(interval[1])}`;
+  if (interval && typeof interval === "object") {
+    const lo = interval.low ?? interval.lower ?? interval.lo, hi = interval.high ?? interval.upper ?? interval.hi;
+    if (lo !== undefined && hi !== undefined) return `${fmt(lo)} to ${fmt(hi)}`;
+  }
+  return JSON.stringify(interval);
+}
+
+function showNotes(r) {
+  const notes = [];
+  if (r.interval !== undefined && r.interval !== null) notes.push(`Score interval: ${intervalText(r.interval)}`);
+  if (r.fps_warning) notes.push(`Frame rate: ${r.fps_warning}`);
+  if (Array.isArray(r.segments) && r.segments.length > 1) notes.push(`${r.segments.length} segments (shots) scored separately`);
+  if (Array.isArray(r.cuts) && r.cuts.length) notes.push(`Cuts: ${r.cuts.length}`);
+  if (r.dropped_frames) notes.push(`Dropped frames: ${typeof r.dropped_frames === "object" ? JSON.stringify(r.dropped_frames) : r.dropped_frames}`);
+  (Array.isArray(r.notes) ? r.notes : r.notes ? [r.notes] : []).forEach((n) => notes.push(String(n)));
+  if (r.time_note) notes.push(r.time_note);
+  $("notes").replaceChildren(...notes.map((text) => Object.assign(document.createElement("li"), { textContent: text })));
+}
+
+function colour(p) {
+  return `hsl(${Math.round(130 * (1 - p))}, 65%, ${p >= 0.5 ? 46 : 40}%)`;
+}
+
+function drawTimeline(r) {
+  const timeline = $("timeline");
+  timeline.querySelectorAll(".bar").forEach((b) => b.remove());
+  const details = r.block_details || [];
+  const end = Math.max(r.duration_s || 0, ...details.map((b) => b.end_s)) || 1;
+  for (const b of details) {
+    const bar = document.createElement("button");
+    bar.type = "button";
+    bar.className = "bar";
+    bar.style.left = `${(b.start_s / end) * 100}%`;
+    bar.style.width = `max(3px, calc(${((b.end_s - b.start_s) / end) * 100}% - 2px))`;
+    bar.style.height = `${Math.max(4, b.p_fake * 100)}%`;
+    bar.style.background = colour(b.p_fake);
+    const branches = b.p_g1 !== null && b.p_g1 !== undefined ? `, g1 ${fmt(b.p_g1, 2)}, g2 ${fmt(b.p_g2, 2)}` : "";
+    bar.title = `block ${b.index + 1}: ${fmt(b.start_s, 1)}–${fmt(b.end_s, 1)} s, p(fake) ${fmt(b.p_fake, 2)}${branches}`;
+    bar.setAttribute("aria-label", bar.title + (r.kind === "video" ? "; press to play from here" : ""));
+    bar.addEventListener("click", () => seek(b.start_s));
+    timeline.appendChild(bar);
+  }
+  $("axis-mid").textContent = `${fmt(end / 2, 1)} s`;
+  $("axis-end").textContent = `${fmt(end, 1)} s`;
+}
+
+function seek(seconds) {
+  const video = $("video");
+  if ($("player").hidden) return;
+  video.currentTime = seconds + 0.001;
+  video.focus();
+}
+
+function showFacts(r) {
+  const t = r.timing || {};
+  const facts = [
+    ["Frames", `${r.frames} scored` + (r.decoded_frames !== undefined ? ` of ${r.decoded_frames} decoded` : "")],
+    ["Blocks", `${r.blocks} of ${r.block_size} frames`],
+    ["Landmarks", r.landmarked !== undefined ? `${r.landmarked} detected, ${r.reused} reused, ${r.skipped} skipped at the start` : "from the uploaded file"],
+    ["Frame rate", `${fmt(r.fps ?? r.time_fps, 2)} frames/s`],
+    ["Weights", `${r.weights} (threshold ${fmt(r.threshold, 2)}, ${r.threshold_source})`],
+    ["Time", Object.entries(t).map(([k, v]) => `${k} ${fmt(v, 2)} s`).join(", ")],
+  ];
+  $("facts").replaceChildren(...facts.flatMap(([k, v]) => [
+    Object.assign(document.createElement("dt"), { textContent: k }),
+    Object.assign(document.createElement("dd"), { textContent: v }),
+  ]));
+}
+
+// ------------------------------------------------------------------------------- video and overlay
+async function setupPlayer(job) {
+  const video = $("video");
+  state.marks = null;
+  if (job.kind === "landmarks" || !job.urls.video) {
+    $("player").hidden = true;
+    video.removeAttribute("src");
+    return;
+  }
+  $("player").hidden = false;
+  video.src = withToken(job.urls.video);
+  try {
+    state.marks = await apiJson(job.urls.landmarks);
+  } catch (e) { state.marks = null; }
+  drawOverlay();
+}
+
+function frameAt(times, t) {
+  let lo = 0, hi = times.length - 1;
+  if (hi < 0 || t < times[0] - 0.5 / state.marks.fps) return -1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (times[mid] <= t + 1e-4) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+function drawPoints(ctx, row, scale, fill) {
+  ctx.fillStyle = fill;
+  const r = Math.max(2, 2.6 * scale);
+  for (let k = 0; k < row.length; k += 2) {
+    ctx.beginPath();
+    ctx.arc(row[k] * scale, row[k + 1] * scale, r, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+}
+
+function drawOverlay(mediaTime) {
+  const video = $("video"), canvas = $("overlay"), marks = state.marks;
+  const w = video.clientWidth, h = video.clientHeight;
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  if (!marks || !marks.raw || !video.videoWidth) return;
+  // the picture is letter-boxed inside the element: fit the landmark frame the same way
+  const scale = Math.min(w / marks.width, h / marks.height);
+  ctx.save();
+  ctx.translate((w - marks.width * scale) / 2, (h - marks.height * scale) / 2);
+  const i = frameAt(marks.times, mediaTime ?? video.currentTime);
+  if (i >= 0) {
+    if ($("show-raw").checked) drawPoints(ctx, marks.raw[i], scale, "rgba(40, 220, 90, 0.9)");
+    if ($("show-cal").checked) drawPoints(ctx, marks.calibrated[i], scale, "rgba(240, 60, 60, 0.9)");
+  }
+  ctx.restore();
+}
+
+function wirePlayer() {
+  const video = $("video");
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    const onFrame = (now, meta) => { drawOverlay(meta.mediaTime); video.requestVideoFrameCallback(onFrame); };
+    video.requestVideoFrameCallback(onFrame);
+  } else {
+    const loop = () => { drawOverlay(); if (!video.paused) requestAnimationFrame(loop); };
+    video.addEventListener("play", loop);
+  }
+  ["seeked", "loadeddata", "pause"].forEach((t) => video.addEventListener(t, () => drawOverlay()));
+  ["show-raw", "show-cal"].forEach((id) => $(id).addEventListener("change", () => drawOverlay()));
+  new ResizeObserver(() => drawOverlay()).observe(video);
+}
+
+// ------------------------------------------------------------------------------- downloads and recent jobs
+async function download(url, name) {
+  const response = await api(url);
+  if (!response.ok) return;
+  const link = Object.assign(document.createElement("a"), { href: URL.createObjectURL(await response.blob()), download: name });
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+async function refreshRecent() {
+  let jobs = [];
+  try { jobs = (await apiJson("/api/v1/jobs?limit=20")).jobs; } catch (e) { return; }
+  $("recent-empty").hidden = jobs.length > 0;
+  $("recent-list").replaceChildren(...jobs.map((job) => {
+    const item = document.createElement("li");
+    const button = Object.assign(document.createElement("button"), { type: "button", className: "link" });
+    button.textContent = job.filename;
+    button.addEventListener("click", () => openJob(job.id));
+    const what = job.status === "done" ? `${job.verdict} · score ${fmt(job.score)}` : job.status;
+    const tag = Object.assign(document.createElement("span"), { className: "tag " + (job.verdict || job.status), textContent: what });
+    item.append(button, tag);
+    return item;
+  }));
+}
+
+async function openJob(id) {
+  state.job = id;
+  try {
+    const job = await apiJson(`/api/v1/jobs/${id}`);
+    if (job.status === "done") { history.replaceState(null, "", "#job=" + id); showResult(job); }
+    else if (job.status === "queued" || job.status === "running") follow(id);
+    else failUpload(job.error || `${job.filename}: ${job.status}`);
+  } catch (e) { if (!(e instanceof AuthError)) failUpload(e.message); }
+}
+
+function reset() {
+  closeEvents();
+  state.job = null;
+  history.replaceState(null, "", location.pathname);
+  $("result").hidden = true;
+  $("progress").hidden = true;
+  $("upload").hidden = false;
+  $("video").pause();
+  pickFile(null);
+  $("file").value = "";
+  $("drop").focus();
+}
+
+async function start() {
+  try {
+    await loadOptions();
+  } catch (e) {
+    if (!(e instanceof AuthError)) $("upload-error").textContent = "The server did not answer: " + e.message;
+    return;
+  }
+  $("auth").hidden = true;
+  refreshRecent();
+  const match = location.hash.match(/^#job=([0-9a-f]{32})$/);
+  if (match) openJob(match[1]);
+}
+
+function wire() {
+  wireUpload();
+  wirePlayer();
+  $("cancel").addEventListener("click", cancel);
+  $("again").addEventListener("click", reset);
+  $("dl-json").addEventListener("click", async () => {
+    const job = await apiJson(`/api/v1/jobs/${state.shown.id}`);
+    const blob = new Blob([JSON.stringify(job, null, 2)], { type: "application/json" });
+    const link = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: job.filename.replace(/\.[^.]*$/, "") + ".lrnet.json" });
+    link.click();
+  });
+  $("dl-txt").addEventListener("click", () => download(`/api/v1/jobs/${state.shown.id}/landmarks.txt`,
+    state.shown.filename.replace(/\.[^.]*$/, "") + ".txt"));
+  $("auth-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.token = $("token").value.trim();
+    sessionStorage.setItem("lrnet-token", state.token);
+    start();
+  });
+}
+
+wire();
+start();
