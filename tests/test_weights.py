@@ -251,3 +251,24 @@ def test_weights_list_and_show_print_cards(reference, tmp_path, capsys):
     assert card["fps"] == 30.0 and card["block_size"] == 30
     assert main(["weights", "show", "ffpp-raw", "--offline"]) == 2  # not cached: the usual one-line hint
     assert "lrnet weights download ffpp-raw" in capsys.readouterr().err
+
+
+@pytest.mark.misuse
+@pytest.mark.parametrize("meta, what", [
+    ('{"block_size": "abc"}', "block size"),
+    ('{"block_size": 1}', "block size"),
+    ('{"model": {"rnn_unit": -1}}', "hidden_size"),
+    ('{"model": [1, 2]}', "model"),
+    ('{"fps": -3}', "fps"),
+    ("[1, 2]", "JSON object"),
+])
+def test_malformed_run_settings_are_one_line_errors(tmp_path, meta, what):
+    """A hand-edited lrnet.json never gives a traceback: the error names the file and the setting."""
+    from lrnet.weights import resolve_weights
+
+    for b in ("g1", "g2"):
+        torch.save(LRNet(ModelConfig()).state_dict(), tmp_path / f"{b}.pth")
+    (tmp_path / "lrnet.json").write_text(meta)
+    with pytest.raises(LrnetError) as err:
+        resolve_weights(str(tmp_path))
+    assert "lrnet.json" in str(err.value) and what in str(err.value) and "\n" not in str(err.value)

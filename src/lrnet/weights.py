@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import urllib.error
@@ -29,8 +30,8 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path, atomic_write_text
-from .errors import LrnetError
-from .features import BRANCHES
+from .errors import LrnetError, one_line
+from .features import BRANCHES, check_block_size
 from .legacy import keras_pair_paths, load_keras_pair
 from .model import LoadedWeights, ModelConfig, build_model, check_state_dict  # noqa: F401  (re-exported)
 
@@ -260,8 +261,7 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
         weights = _load_pretrained(str(meta["pretrained"]), branches, device, download, config)
         weights.source = f"{folder} (pretrained:{meta['pretrained']})"
         return _apply_metadata(weights, folder, meta)
-    cfg = config or ModelConfig.from_dict(meta.get("model", {}))
-    block_size = int(meta.get("block_size", 30))
+    cfg, block_size, fps = _run_settings(folder, meta, config)
     models, paths = {}, {}
     for b in branches:
         candidates = [folder / f"{b}.pth", folder / "weights" / f"{b}.pth"]
@@ -270,14 +270,33 @@ def resolve_weights(spec: str, branches: Sequence[str] = BRANCHES, device: "str 
             raise LrnetError(f"{folder}: no {b}.pth here (needed for branch {b})")
         models[b] = load_branch(path, cfg, device)
         paths[b] = path
-    fps = meta.get("fps")
-    weights = LoadedWeights(models, block_size, str(folder), cfg, fps=float(fps) if fps else None)
+    weights = LoadedWeights(models, block_size, str(folder), cfg, fps=fps)
     official = None if meta.get("dataset") else registry_match(paths)
     if official is not None:  # a copy of an official pair: its card, not an empty one
         weights.fps, weights.card = official.fps, {**official.card(), "name": f"{official.name} (copy in {folder})"}
     else:
         weights.card = _run_card(folder, meta, weights)
     return _apply_metadata(weights, folder, meta)
+
+
+def _run_settings(folder: Path, meta: Mapping[str, Any],
+                  config: Optional[ModelConfig]) -> "tuple[ModelConfig, int, Optional[float]]":
+    """Model config, block size and frame rate from a run's lrnet.json, checked (one-line errors)."""
+    where = folder / "lrnet.json"
+    try:
+        model = meta.get("model", {})
+        if not isinstance(model, Mapping):
+            raise ValueError('"model" must be an object')
+        cfg = config or ModelConfig.from_dict(model)
+        block_size = check_block_size(meta.get("block_size", 30))
+        fps = meta.get("fps")
+        fps = float(fps) if fps is not None else None
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f'"fps" must be a positive number, not {fps}')
+        build_model(cfg)  # rejects impossible sizes (e.g. rnn_unit <= 0) before any weight is read
+    except (TypeError, ValueError) as exc:
+        raise LrnetError(f"{where}: invalid run settings ({one_line(str(exc))})") from None
+    return cfg, block_size, fps
 
 
 def registry_match(paths: Mapping[str, Path]) -> Optional[PretrainedPair]:

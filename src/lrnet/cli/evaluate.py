@@ -18,18 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, add_weights_flag, branches_of, fraction,
-                     positive_int)
+from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, add_weights_flag, block_size, branches_of,
+                     fraction, positive_int)
 
 SPLITS = ("test", "val", "train")
-
-
-def block_size_flag(text: str) -> int:
-    """``--block-size``: an integer >= 2 (a block needs two frames for one difference)."""
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 2 (frames per block)")
-    return value
 
 
 def add_operating_flags(p: argparse.ArgumentParser) -> None:
@@ -55,7 +47,7 @@ def register(sub) -> None:
     add_branch_flag(p)
     add_weights_flag(p, "ffpp-raw")
     p.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate (default: test)")
-    p.add_argument("--block-size", type=block_size_flag, default=None,
+    p.add_argument("--block-size", type=block_size, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
     p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
                    help="block scores -> video score (default: vote = fraction of fake blocks, as the reference)")

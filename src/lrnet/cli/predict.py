@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
-from .common import add_branch_flag, add_gpu_flag, add_weights_flag, branches_of
-from .evaluate import add_operating_flags, block_size_flag
+from .common import add_branch_flag, add_gpu_flag, add_weights_flag, block_size, branches_of
+from .evaluate import add_operating_flags
 
 
 def register(sub) -> None:
@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="landmark files or folders of .txt files")
     add_weights_flag(p, "ffpp-raw")
     add_branch_flag(p)
-    p.add_argument("--block-size", type=block_size_flag, default=None,
+    p.add_argument("--block-size", type=block_size, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
     p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
                    help="how block scores become a video score (default: vote = fraction of fake blocks)")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise LrnetError(f"no landmark files (*.txt) found in {', '.join(args.paths)}")
     branches = branches_of(args.branch)
     weights = resolve_weights(args.weights, branches, device=device, download=not args.offline)
-    block_size = args.block_size or weights.block_size
+    block_size = args.block_size if args.block_size is not None else weights.block_size
     threshold, source = threshold_for(weights, args.aggregate, branches, args.threshold)
     domain = weights.card.get("domain", "")
     width = max([len("video")] + [len(str(f)) for f in files])
