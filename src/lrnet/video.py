@@ -15,9 +15,11 @@ replaced by the previous one plus one nominal frame interval.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ import numpy as np
 from .errors import LrnetError
 
 __all__ = ["Frame", "VideoInfo", "VideoReader", "check_video", "keep_mask", "open_capture", "prefetch",
-           "quiet_ffmpeg", "read_frames", "select_frames", "video_info", "video_size",
+           "quiet_ffmpeg", "read_frames", "select_frames", "video_info", "video_size", "write_video",
            "MAX_PIXELS", "MAX_FRAMES", "QUEUE_BYTES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -142,6 +144,62 @@ def read_frames(path: PathLike, max_frames: Optional[int] = None) -> Iterator[np
             yield frame
     finally:
         cap.release()
+
+
+def write_video(target: PathLike, frames: Iterable[np.ndarray], fps: float, size: Tuple[int, int]) -> int:
+    """Write BGR frames of `size` ``(width, height)`` to a video file, atomically; returns the count.
+
+    The container follows `target`'s extension (``.avi``: MJPG; else MPEG-4 part 2). OpenCV's
+    writer reports no write errors (a full disk leaves a truncated file), so the finished
+    temporary is opened again and its frame count checked before it is renamed onto `target`.
+    Any failure is a one-line `LrnetError` and leaves `target` untouched.
+    """
+    quiet_ffmpeg()
+    import cv2
+
+    target = Path(target)
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # OpenCV picks the container from the name, so the temporary keeps the real extension.
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".mp4", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    tmp = Path(name)
+    try:
+        writer = cv2.VideoWriter(str(tmp), fourcc, fps or DEFAULT_FPS, tuple(size))
+        if not writer.isOpened():
+            raise LrnetError(f"{target}: cannot write a video here (unsupported extension {target.suffix!r}?)")
+        count = 0
+        try:
+            for frame in frames:
+                writer.write(frame)
+                count += 1
+        finally:
+            writer.release()
+        _check_written(target, tmp, count)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return count
+
+
+def _check_written(target: Path, tmp: Path, count: int) -> None:
+    """Open a just-written video again: it must hold `count` frames (a full disk truncates it)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(tmp))
+    try:
+        written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else -1
+    finally:
+        cap.release()
+    if written != count:
+        found = "an unreadable file" if written < 0 else f"{written} frames"
+        raise LrnetError(f"{target}: cannot write (wrote {count} frames, the file holds {found}; disk full?)")
 
 
 # ------------------------------------------------------------------------ selection by timestamp
