@@ -158,6 +158,17 @@ def write_video(target: PathLike, frames: Iterable[np.ndarray], fps: float, size
     import cv2
 
     target = Path(target)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # "Failed to write frame" is ours to say
+    try:
+        return _write_checked(target, frames, fps, size)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _write_checked(target: Path, frames: Iterable[np.ndarray], fps: float, size: Tuple[int, int]) -> int:
+    import cv2
+
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -230,8 +241,13 @@ def keep_mask(times: np.ndarray, fps: float) -> np.ndarray:
     t = t - t[0]
     mid = (t[1:] + t[:-1]) / 2
     lo = np.concatenate([[-np.inf], mid])
-    hi = np.concatenate([mid, [np.inf]])
+    hi = np.concatenate([mid, [_last_end(t[-2] if len(t) > 1 else None, t[-1])]])
     return _grid_point_within(lo, hi, fps)
+
+
+def _last_end(previous: Optional[float], last: float) -> float:
+    """End of the last frame's interval: as far past it as the midpoint before it (inf for a lone frame)."""
+    return math.inf if previous is None else last + (last - previous) / 2
 
 
 def select_frames(frames: Iterable[Frame], fps: Optional[float]) -> Iterator[Frame]:
@@ -243,6 +259,7 @@ def select_frames(frames: Iterable[Frame], fps: Optional[float]) -> Iterator[Fra
         yield from frames
         return
     pending: Optional[Frame] = None
+    before: Optional[float] = None  # time of the frame before `pending`, from the first frame
     t0 = lo = 0.0
     for frame in frames:
         if pending is None:
@@ -251,9 +268,9 @@ def select_frames(frames: Iterable[Frame], fps: Optional[float]) -> Iterator[Fra
             mid = (pending.time + frame.time) / 2 - t0
             if _grid_point_within(lo, mid, fps):
                 yield pending
-            lo = mid
+            lo, before = mid, pending.time - t0
         pending = frame
-    if pending is not None and _grid_point_within(lo, math.inf, fps):
+    if pending is not None and _grid_point_within(lo, _last_end(before, pending.time - t0), fps):
         yield pending
 
 
