@@ -22,13 +22,13 @@ from lrnet.video import (Frame, VideoInfo, VideoReader, check_video, keep_mask, 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def write_clip(path: Path, frames, fps: float) -> Path:
-    """Frames (BGR, one size) -> an MJPG .avi: intra-only, so equal frames decode equal."""
+def write_clip(path: Path, frames, fps: float, lossless: bool = False) -> Path:
+    """Frames (BGR, one size) -> an .avi: MJPG, or FFV1 (lossless: equal frames decode equal)."""
     import cv2
 
     frames = list(frames)
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*("FFV1" if lossless else "MJPG")), fps, (w, h))
     assert writer.isOpened()
     for f in frames:
         writer.write(f)

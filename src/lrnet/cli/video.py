@@ -134,16 +134,18 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from ..detect import detect_video
     from ..errors import LrnetError
-    from ..model import select_device
-    from ..weights import resolve_weights
 
     missing = [v for v in args.videos if not Path(v).is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LrnetError(f"{missing[0]}: no such video file{more}")
-    outputs = _plan_outputs(args, args.videos)
+    outputs = _plan_outputs(args, args.videos)  # refused before anything heavy is imported
+
+    from ..detect import detect_video
+    from ..model import select_device
+    from ..weights import resolve_weights
+
     device = select_device(args.gpu)
     options = _options(args, args.max_frames)
     options.max_reused = args.max_reused
