@@ -68,6 +68,12 @@ class FaceBoxes:
     def __len__(self) -> int:
         return len(self.side)
 
+    @staticmethod
+    def concat(parts: Sequence["FaceBoxes"], face_size: int = 0) -> "FaceBoxes":
+        """Boxes of several segments end to end (`face_size` given: each part has its own)."""
+        return FaceBoxes(np.concatenate([b.x1 for b in parts]), np.concatenate([b.y1 for b in parts]),
+                         np.concatenate([b.side for b in parts]), face_size)
+
 
 @dataclass
 class Calibration:
@@ -367,8 +373,7 @@ def concat_calibrations(parts: Sequence[Calibration]) -> Calibration:
     if len(parts) == 1:
         return parts[0]
     main = max(parts, key=lambda c: len(c.sequence))
-    boxes = FaceBoxes(*(np.concatenate([getattr(c.boxes, k) for c in parts]) for k in ("x1", "y1", "side")),
-                      face_size=main.boxes.face_size)
+    boxes = FaceBoxes.concat([c.boxes for c in parts], main.boxes.face_size)
     return Calibration(np.concatenate([c.sequence for c in parts]), np.concatenate([c.points for c in parts]),
                        np.concatenate([c.detections for c in parts]), boxes, sum(c.lk_rejected for c in parts))
 
@@ -418,7 +423,8 @@ def calibrate_video(video: PathLike, landmarks: np.ndarray, success: Optional[np
     status[:first] = NO_FACE
     segments, kept = find_segments(status, np.zeros(len(status), np.int64), max_reused)
     frames = read_frames(video)
-    parts, position = [], 0
+    parts: List[Calibration] = []
+    position = 0
     for seg in segments:
         for _ in itertools.islice(frames, seg.start - position):
             pass  # frames between segments

@@ -55,7 +55,7 @@ class FramePlan:
 
 
 def _rate_warning(rate: float, model_fps: Optional[float]) -> Optional[str]:
-    if not model_fps or not rate or SLOW_MARGIN * model_fps <= rate <= FAST_MARGIN * model_fps:
+    if model_fps is None or not rate or SLOW_MARGIN * model_fps <= rate <= FAST_MARGIN * model_fps:
         return None
     return (f"frame rate outside the model's range ({rate:.3g} fps scored, weights trained at "
             f"{model_fps:.3g} fps)")
@@ -66,8 +66,9 @@ def plan_frame_rate(source_fps: float, model_fps: Optional[float], policy: str =
     else the source's own. A rate outside [0.8, 1.25] x `model_fps` gets a warning."""
     if policy not in FPS_POLICIES:
         raise ValueError(f"unknown frame-rate policy {policy!r}; expected one of {FPS_POLICIES}")
-    resample = policy == "resample" and bool(model_fps) and (not source_fps or source_fps > RESAMPLE_ABOVE * model_fps)
-    target = float(model_fps) if resample else None
+    resample = (policy == "resample" and model_fps is not None
+                and (not source_fps or source_fps > RESAMPLE_ABOVE * model_fps))
+    target = float(model_fps) if resample and model_fps is not None else None
     used = target if target and source_fps else source_fps
     return FramePlan(source_fps, target, used, _rate_warning(used, model_fps))
 
@@ -203,7 +204,7 @@ def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device
     segments = landmarks.segments
     lengths = [len(s) for s in segments]
     starts, block_segment = block_starts(lengths, size)
-    sequence = landmarks.calibration.sequence
+    sequence = landmarks.calibrated().sequence
     blocks = gather_blocks(sequence, starts, size)
     video = score_blocks(blocks, weights.models, len(sequence), size, aggregation, name, device)
     if video.blocks == 0:

@@ -184,34 +184,40 @@ class VideoLandmarks:
     raw: np.ndarray
     calibration: Optional[Calibration]
     stats: VideoStats
-    times: Optional[np.ndarray] = None
-    frame_index: Optional[np.ndarray] = None
-    segments: List[Segment] = field(default_factory=list)
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # empty: frame_index / nominal fps
+    frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # empty: consecutive
+    segments: List[Segment] = field(default_factory=list)  # empty: one segment of all rows
     cuts: List[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.raw)
-        if self.frame_index is None:
+        if len(self.frame_index) != n:
             self.frame_index = self.stats.skipped + np.arange(n, dtype=np.int64)
-        if self.times is None:
+        if len(self.times) != n:
             self.times = self.frame_index / (self.stats.fps or 25.0)
         if not self.segments and n:
             self.segments = [Segment(0, n)]
+
+    def calibrated(self) -> Calibration:
+        """The calibration (ValueError when extracted with ``calibrate=False``)."""
+        if self.calibration is None:
+            raise ValueError("these landmarks were extracted without calibration")
+        return self.calibration
 
     @property
     def sequence(self) -> np.ndarray:
         """The calibrated ``(frames, 136)`` float32 sequence of the longest segment (the earliest among
         equals): what a landmark file stores, one continuous shot. All of it when there is one segment."""
         seg = self.segments[longest(self.segments)]
-        return self.calibration.sequence[seg.start:seg.stop]
+        return self.calibrated().sequence[seg.start:seg.stop]
 
     def segment_sequences(self) -> List[np.ndarray]:
         """The calibrated ``(frames, 136)`` sequence of each segment."""
-        return [self.calibration.sequence[s.start:s.stop] for s in self.segments]
+        return [self.calibrated().sequence[s.start:s.stop] for s in self.segments]
 
     def points_in_frame(self) -> np.ndarray:
         """Calibrated points in frame pixels, ``(frames, 68, 2)`` float64, aligned with ``raw``."""
-        return self.calibration.points_in_frame()
+        return self.calibrated().points_in_frame()
 
 
 # ------------------------------------------------------------------------ face geometry
@@ -304,9 +310,9 @@ class _RegionCache:
 
     def covers(self, rows: np.ndarray, boxes: FaceBoxes) -> bool:
         """Whether the kept regions of `rows` contain the final face boxes (one per row)."""
-        regions = [self.regions.get(int(r)) for r in rows]
-        if not self.enabled or any(r is None for r in regions):
+        if not self.enabled or not all(int(r) in self.regions for r in rows):
             return False
+        regions = [self.regions[int(r)] for r in rows]
         x0 = np.array([r[0] for r in regions])
         y0 = np.array([r[1] for r in regions])
         w = np.array([r[2].shape[1] for r in regions])
@@ -567,8 +573,7 @@ def _calibrate_segments(path: Path, result: VideoLandmarks, rows: np.ndarray, ca
     """Calibrate each segment on its own, from the cached face regions or a second decode."""
     per_segment = [stable_face_boxes(result.raw[s.start:s.stop], stats.width, stats.height)
                    for s in result.segments]
-    boxes = FaceBoxes(*(np.concatenate([getattr(b, k) for b in per_segment]) for k in ("x1", "y1", "side")),
-                      face_size=0)
+    boxes = FaceBoxes.concat(per_segment)
     if cache.covers(rows, boxes):
         crops = prefetch(cache.crops(rows, boxes), name="lrnet-crop")
     else:

@@ -82,11 +82,11 @@ def block_starts(lengths: Sequence[int], block_size: int) -> Tuple[np.ndarray, n
     Segment ``s`` of ``n`` frames gives the reference's ``range(0, n - B, B)`` blocks, offset by
     the rows of the segments before it; no block crosses into the next segment.
     """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    counts = np.asarray(num_blocks(lengths, block_size), dtype=np.int64).reshape(-1)
-    segment = np.repeat(np.arange(len(lengths)), counts)
+    frames = np.asarray(lengths, dtype=np.int64)
+    counts = np.asarray(num_blocks(frames, block_size), dtype=np.int64).reshape(-1)
+    segment = np.repeat(np.arange(len(frames)), counts)
     first_block = np.cumsum(counts) - counts
-    offsets = np.cumsum(lengths) - lengths
+    offsets = np.cumsum(frames) - frames
     k = np.arange(len(segment)) - first_block[segment]
     return offsets[segment] + k * block_size, segment
 

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple, TypeVar, Union
+from typing import Generator, Iterable, Iterator, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def check_video(info: VideoInfo, max_frames: Optional[int] = None, frame_limit: 
                          f"({frame_limit}); use --max-frames or split the video")
 
 
-def read_frames(path: PathLike, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
+def read_frames(path: PathLike, max_frames: Optional[int] = None) -> Generator[np.ndarray, None, None]:
     """Decode a video's frames (BGR uint8), in order; `LrnetError` when it cannot be opened."""
     cap = open_capture(path)
     try:
@@ -277,7 +277,7 @@ def select_frames(frames: Iterable[Frame], fps: Optional[float]) -> Iterator[Fra
 # --------------------------------------------------------------------------- producer thread
 
 
-def prefetch(items: Iterable[T], depth: int = 8, name: str = "lrnet-prefetch") -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 8, name: str = "lrnet-prefetch") -> Generator[T, None, None]:
     """Produce `items` in a background thread, at most `depth` ahead of the consumer.
 
     OpenCV decoding and resizing release the GIL, so the producer overlaps the consumer's work on
@@ -352,7 +352,7 @@ class VideoReader:
         self.seconds = 0.0
         frame_bytes = max(1, self.info.width * self.info.height * 3)
         self._depth = int(min(16, max(2, QUEUE_BYTES // frame_bytes)))
-        self._stream: Optional[Iterator[Frame]] = None
+        self._stream: Optional[Generator[Frame, None, None]] = None
 
     def _decode(self) -> Iterator[Frame]:
         import cv2
