@@ -14,7 +14,7 @@ Per video (`extract_video`):
    preferred; a result whose centre jumps more than half a face away, or whose size changes by
    more than 30 %, is rejected and the previous landmarks are reused (as for a failed detection).
 5. *Shots.* A shot cut is seen either in the frames (the mean difference of 32 x 32 thumbnails
-   jumps well above its recent level) or as a face found `confirm` detections in a row away from
+   jumps suddenly, from one frame to the next, well above its recent level) or as a face found `confirm` detections in a row away from
    the tracked one; either starts a new face track (the jumped frames get the new face's
    landmarks). A run of more than `max_reused` reused frames ends the track; those frames are
    dropped. `lrnet.segments.find_segments` turns this into segments.
@@ -60,7 +60,7 @@ SIZE_CHANGE = (0.7, 1.3)  # accepted ratio of face size to the previous frame's
 CACHE_MARGIN = 1.3  # cached region covers a box for a stable size up to this x the local face size
 THUMB = 32  # side of the thumbnail the shot-cut test compares (px)
 CUT_MIN = 3.0  # a thumbnail difference (mean grey levels) below this is never a cut ...
-CUT_RATIO = 6.0  # ... nor one below this x the median of the recent differences
+CUT_RATIO = 6.0  # ... nor one below this x the recent median, or below 3 x the previous difference
 CUT_HISTORY = 25  # frames of recent differences
 
 
@@ -345,10 +345,10 @@ class _ShotCuts:
             return False
         difference = float(np.abs(thumb - previous).mean())
         typical = float(np.median(self.recent)) if self.recent else 0.0
-        if difference > CUT_MIN and difference > CUT_RATIO * typical:
-            return True
+        last = self.recent[-1] if self.recent else 0.0
         self.recent.append(difference)
-        return False
+        # a cut is a sudden jump; fast motion builds up over a few frames
+        return difference > CUT_MIN and difference > CUT_RATIO * max(typical, last / 2)
 
 
 # ------------------------------------------------------------------------------ face tracking
