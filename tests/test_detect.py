@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from lrnet.cli import main
 from lrnet.errors import LrnetError
+from lrnet.video import read_frames
 
 EXPECTED = {"ff_real": "real", "ff_fake": "fake", "dfo_real": "real", "dfo_fake": "fake"}
 PREFIX = 70  # frames: two 30-frame blocks; the verdicts already hold on this prefix
@@ -176,6 +178,18 @@ def test_a_doubled_frame_rate_scores_as_the_original_after_resampling(dfo_weight
     assert np.allclose(doubled.scoring.block_scores, original.scoring.block_scores, atol=1e-6)
     assert doubled.landmarks.times.tolist() == pytest.approx(original.landmarks.times.tolist())
     assert doubled.fps_warning is None and doubled.verdict == original.verdict == "real"
+    import cv2
+
+    from lrnet.detect import write_visualization
+
+    vis = write_visualization(doubled, doubled_clips[1].with_name("vis.mp4"))
+    cap = cv2.VideoCapture(str(vis))
+    # every source frame up to the last one landmarked (198: 199 is past the last output time)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 199 and cap.get(cv2.CAP_PROP_FPS) == 50.0
+    cap.read()
+    drawn = cap.read()[1]  # frame 1 was skipped by the resampling: it shows frame 0's landmarks
+    source = next(itertools.islice(read_frames(doubled_clips[1]), 1, None))
+    assert np.abs(drawn.astype(int) - source.astype(int)).max() > 100
     kept = detect_video(doubled_clips[1], weights, fps_policy="keep")  # opting out: every frame, flagged
     assert kept.frames == 200 and kept.blocks == 6 and kept.fps_used == 50.0
     assert "frame rate outside the model's range" in kept.fps_warning
@@ -189,7 +203,7 @@ def test_a_doubled_frame_rate_scores_as_the_original_after_resampling(dfo_weight
 def test_a_real_video_followed_by_a_forged_one_locates_the_fake_segment(reference, dfo_weights, tmp_path):
     import cv2
 
-    from lrnet.detect import detect_video
+    from lrnet.detect import detect_video, write_block_plot
     from lrnet.video import keep_mask
     from test_video import clip_frames, write_clip
 
@@ -210,6 +224,7 @@ def test_a_real_video_followed_by_a_forged_one_locates_the_fake_segment(referenc
     assert {b["segment"] for b in row["block_details"]} == {0, 1}
     for b in row["block_details"]:  # no block straddles the cut
         assert b["end_s"] <= 8.0 + 1e-6 or b["start_s"] >= 8.0 - 1e-6
+    assert write_block_plot(result, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.reference

@@ -22,6 +22,9 @@ The algorithm (issue 6; it follows the reference demo's calibration):
 Everything is vectorised over the 68 points; the loop over frame pairs is inherent (each step
 starts from the previous calibrated points). Frames are consumed as a stream, so memory does not
 grow with the video length.
+
+A video with cuts or long runs of failed detections is calibrated segment by segment
+(`calibrate_video`, `lrnet.segments`): the stable box and the tracking restart in each segment.
 """
 
 from __future__ import annotations
