@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lrnet.calibration import (CROP_SIZE, TrackState, calibrate, calibrate_openface, check_landmarks,
+from lrnet.calibration import (CROP_SIZE, TrackState, calibrate, calibrate_openface, calibrate_video, check_landmarks,
                                fill_failed, normalise, read_frames, read_openface_csv, stable_face_boxes,
                                to_crop_space, track, track_step)
 from lrnet.errors import LrnetError
@@ -294,10 +294,11 @@ def test_000_003_example_matches_a_naive_rendering_of_the_algorithm(reference):
 
 
 def test_000_003_whole_video(reference, tmp_path):
-    result, skipped, reused = calibrate_openface(reference / "calibrator" / "000_003.mp4",
-                                                 reference / "calibrator" / "000_003.csv")
-    assert (skipped, reused) == (0, 0)
+    video = calibrate_openface(reference / "calibrator" / "000_003.mp4", reference / "calibrator" / "000_003.csv")
+    assert (video.skipped, video.reused, video.dropped, len(video.segments)) == (0, 0, 0, 1)
+    result = video.calibration
     seq = result.sequence
+    assert np.array_equal(video.sequence, seq)
     assert seq.shape == (396, 136)
     # values are k / 200 for integer k; the first frame is the normalised detection
     assert np.allclose(seq * 200, np.rint(seq * 200), atol=1e-4)
@@ -358,3 +359,31 @@ def test_frame_and_landmark_counts_must_match():
 
 def test_crop_size_constant():
     assert CROP_SIZE == 400
+
+
+# ------------------------------------------------------------------------------- segments
+
+
+@pytest.mark.reference
+def test_a_long_failed_run_splits_the_video_and_segments_are_calibrated_apart(reference):
+    video = reference / "calibrator" / "000_003.mp4"
+    landmarks, success = read_openface_csv(reference / "calibrator" / "000_003.csv")
+    success = success.copy()
+    success[:3] = False  # leading failures: skipped
+    success[50:55] = False  # 5 failed rows <= 10: the previous landmarks are reused
+    success[100:120] = False  # 20 failed rows > 10: dropped, a new segment starts at 120
+    result = calibrate_video(video, landmarks, success, max_reused=10)
+    assert [(s.start, s.stop) for s in result.segments] == [(3, 100), (120, 396)]
+    assert (result.skipped, result.reused, result.dropped) == (3, 5, 20)
+    assert len(result.calibration.sequence) == 97 + 276
+    assert np.array_equal(result.sequence, result.calibration.sequence[97:])  # the longest segment
+    # the second segment is calibrated from its own frames only: its first row is its own detection,
+    # and the whole segment equals a calibration of those frames alone
+    frames = [f for i, f in enumerate(read_frames(video)) if i >= 120]
+    alone = calibrate(frames, landmarks[120:])
+    assert np.array_equal(result.calibration.sequence[97:], alone.sequence)
+    assert np.array_equal(result.calibration.points[97], result.calibration.detections[97])
+    # the reused rows repeat the landmarks of row 49
+    first = calibrate([f for i, f in enumerate(read_frames(video)) if 3 <= i < 100],
+                      np.concatenate([landmarks[3:50], np.repeat(landmarks[49:50], 5, axis=0), landmarks[55:100]]))
+    assert np.array_equal(result.calibration.sequence[:97], first.sequence)

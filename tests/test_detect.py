@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from lrnet.cli import main
 from lrnet.errors import LrnetError
+from lrnet.video import read_frames
 
 EXPECTED = {"ff_real": "real", "ff_fake": "fake", "dfo_real": "real", "dfo_fake": "fake"}
 PREFIX = 70  # frames: two 30-frame blocks; the verdicts already hold on this prefix
@@ -127,3 +129,198 @@ def test_calibrate_command_errors(reference, tmp_path, capsys):
     bad.write_text("a, b\n1, 2\n")
     assert main(["calibrate", str(reference / "calibrator" / "000_003.mp4"), str(bad)]) == 2
     assert "bad.csv: not an OpenFace landmark CSV" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- frame rate
+
+
+def test_frame_rate_plan():
+    from lrnet.detect import plan_frame_rate
+
+    plan = plan_frame_rate(50.0, 25.0)
+    assert (plan.target, plan.used, plan.warning) == (25.0, 25.0, None)
+    assert plan_frame_rate(25.0, 25.0).target is None and plan_frame_rate(25.4, 25.0).target is None
+    assert plan_frame_rate(30.0, 25.0).used == 25.0
+    slow = plan_frame_rate(12.0, 25.0)
+    assert slow.target is None and slow.used == 12.0
+    assert slow.warning.startswith("frame rate outside the model's range (12 fps scored, weights trained at 25")
+    assert plan_frame_rate(20.0, 25.0).warning is None  # 0.8 x is still inside
+    keep = plan_frame_rate(60.0, 25.0, "keep")
+    assert keep.target is None and keep.used == 60.0 and "outside the model's range" in keep.warning
+    assert plan_frame_rate(60.0, None) == plan_frame_rate(60.0, None, "keep")  # unknown rate: every frame
+    with pytest.raises(ValueError):
+        plan_frame_rate(30.0, 25.0, "interpolate")
+
+
+@pytest.fixture(scope="module")
+def doubled_clips(reference, tmp_path_factory):
+    """dfo_real's first 100 frames at 25 fps, and the same with every frame twice at 50 fps (lossless)."""
+    from test_video import clip_frames, write_clip
+
+    frames = clip_frames(reference / "videos" / "dfo_real.mp4", 0, 100)
+    folder = tmp_path_factory.mktemp("fps")
+    return (write_clip(folder / "original.avi", frames, 25.0, lossless=True),
+            write_clip(folder / "doubled.avi", [f for f in frames for _ in range(2)], 50.0, lossless=True))
+
+
+@pytest.mark.reference
+def test_a_doubled_frame_rate_scores_as_the_original_after_resampling(dfo_weights, doubled_clips):
+    from dataclasses import replace
+
+    from lrnet.detect import detect_video
+
+    weights = replace(dfo_weights, fps=25.0)
+    original, doubled = (detect_video(v, weights) for v in doubled_clips)
+    assert (original.fps, original.fps_used, doubled.fps, doubled.fps_used) == (25.0, 25.0, 50.0, 25.0)
+    assert doubled.landmarks.stats.frames == 200 and doubled.frames == original.frames == 100
+    assert doubled.blocks == original.blocks == 3
+    assert np.array_equal(doubled.landmarks.raw, original.landmarks.raw)  # the same frames were landmarked
+    assert np.allclose(doubled.scoring.block_scores, original.scoring.block_scores, atol=1e-6)
+    assert doubled.landmarks.times.tolist() == pytest.approx(original.landmarks.times.tolist())
+    assert doubled.fps_warning is None and doubled.verdict == original.verdict == "real"
+    import cv2
+
+    from lrnet.detect import write_visualization
+
+    vis = write_visualization(doubled, doubled_clips[1].with_name("vis.mp4"))
+    cap = cv2.VideoCapture(str(vis))
+    # every source frame up to the last one landmarked (198: 199 is past the last output time)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 199 and cap.get(cv2.CAP_PROP_FPS) == 50.0
+    cap.read()
+    drawn = cap.read()[1]  # frame 1 was skipped by the resampling: it shows frame 0's landmarks
+    source = next(itertools.islice(read_frames(doubled_clips[1]), 1, None))
+    assert np.abs(drawn.astype(int) - source.astype(int)).max() > 100
+    kept = detect_video(doubled_clips[1], weights, fps_policy="keep")  # opting out: every frame, flagged
+    assert kept.frames == 200 and kept.blocks == 6 and kept.fps_used == 50.0
+    assert "frame rate outside the model's range" in kept.fps_warning
+    assert kept.to_dict()["fps_warning"] == kept.fps_warning
+
+
+# ------------------------------------------------------------------------- shots and segments
+
+
+@pytest.mark.reference
+def test_a_real_video_followed_by_a_forged_one_locates_the_fake_segment(reference, dfo_weights, tmp_path):
+    import cv2
+
+    from lrnet.detect import detect_video, write_block_plot
+    from lrnet.video import keep_mask
+    from test_video import clip_frames, write_clip
+
+    real = clip_frames(reference / "videos" / "dfo_real.mp4", 0, 200)  # 8 s at 25 fps, 640 x 480
+    fake = clip_frames(reference / "videos" / "dfo_fake.mp4", 0, 120)  # 4 s at 30 fps, 1920 x 1080
+    fake = [cv2.resize(f[:, 240:1680], (640, 480), interpolation=cv2.INTER_AREA)
+            for f, k in zip(fake, keep_mask(np.arange(120) / 30.0, 25.0)) if k]
+    clip = write_clip(tmp_path / "splice.avi", real + fake, 25.0)
+    result = detect_video(clip, dfo_weights)
+    assert result.verdict == "real" and result.blocks == 9  # 6 real blocks outvote 3 fake ones
+    assert [s.verdict for s in result.segments] == ["real", "fake"]
+    fake_segment = result.segments[1]
+    assert abs(fake_segment.start_s - 8.0) <= 30 / 25 and abs(fake_segment.end_s - 12.0) <= 30 / 25
+    assert result.cuts == pytest.approx([8.0])
+    assert any(n.startswith("fake segment at 8.0-12.0 s") for n in result.notes), result.notes
+    row = result.to_dict(with_blocks=True)
+    assert row["segments"][1] == fake_segment.to_dict() and row["cuts"] == [8.0]
+    assert {b["segment"] for b in row["block_details"]} == {0, 1}
+    for b in row["block_details"]:  # no block straddles the cut
+        assert b["end_s"] <= 8.0 + 1e-6 or b["start_s"] >= 8.0 - 1e-6
+    assert write_block_plot(result, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.reference
+def test_result_dictionary_contract(reference, dfo_weights):
+    from lrnet.detect import detect_video
+    from lrnet.extract import ExtractOptions
+
+    result = detect_video(reference / "videos" / "dfo_real.mp4", dfo_weights, ExtractOptions(max_frames=40))
+    row = result.to_dict(with_blocks=True)
+    assert set(result.scoring.to_dict(True)) <= set(row)  # scoring's keys flow through
+    for key in ("fps", "fps_used", "fps_warning", "segments", "cuts", "dropped_frames", "notes", "block_details"):
+        assert key in row, key
+    assert set(row["segments"][0]) == {"index", "start_s", "end_s", "frames", "blocks", "score", "verdict"}
+    assert set(row["block_details"][0]) == {"index", "segment", "start_s", "end_s", "p_fake", "p_g1", "p_g2"}
+    lm = result.landmarks
+    assert lm.times.shape == (40,) and lm.raw.shape == (40, 68, 2) and lm.points_in_frame().shape == (40, 68, 2)
+    assert lm.times[1] == pytest.approx(0.04)
+    json.dumps(row)
+
+
+def test_progress_reports_landmarks_calibration_and_scoring(reference, dfo_weights):
+    from lrnet.detect import detect_video
+    from lrnet.extract import ExtractOptions
+
+    seen = []
+    detect_video(reference / "videos" / "dfo_real.mp4", dfo_weights, ExtractOptions(max_frames=60),
+                 progress=lambda stage, f: seen.append((stage, f)))
+    stages = [s for s, _ in seen]
+    assert stages.index("landmarks") < stages.index("calibration") < stages.index("scoring")
+    assert ("landmarks", 1.0) in seen and ("scoring", 1.0) in seen
+    assert [f for s, f in seen if s == "landmarks"][:2] == pytest.approx([25 / 60, 50 / 60])
+
+
+# ------------------------------------------------------------------------------------ misuse
+
+
+def lrnet(*args, limit_bytes=None, cwd=None):
+    """Run ``python -m lrnet`` in a subprocess (optionally with RLIMIT_FSIZE, a stand-in for a full disk)."""
+    import subprocess
+    import sys
+
+    prelude = ""
+    if limit_bytes:
+        prelude = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                   f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes})); ")
+    code = prelude + "import sys; from lrnet.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "LRNET_CACHE": str(Path(cwd or ".") / "c"),
+           "MPLCONFIGDIR": str(Path(cwd or ".") / "mpl"), "HOME": str(cwd or ".")}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=cwd)
+
+
+@pytest.mark.misuse
+def test_outputs_never_replace_an_input(reference, tmp_path):
+    from test_video import noise_video
+
+    a, b = noise_video(tmp_path / "a.mp4", 5), noise_video(tmp_path / "b.mp4", 5)
+    before = a.read_bytes()
+    weights = reference / "weights" / "dfo"
+    for flag in ("--save-landmarks", "--visualize", "--plot"):
+        run = lrnet("detect", "--weights", weights, flag, a, a, cwd=tmp_path)
+        assert run.returncode == 2 and run.stderr.splitlines() == [
+            f"lrnet detect: error: {a}: {flag} would overwrite an input video; choose another path"], run.stderr
+    (tmp_path / "link.mp4").symlink_to(a)  # the same file under another name
+    run = lrnet("detect", "--weights", weights, "--plot", tmp_path / "link.mp4", a, cwd=tmp_path)
+    assert run.returncode == 2 and "would overwrite an input video" in run.stderr
+    run = lrnet("detect", "--weights", weights, "--visualize", tmp_path, a, b, cwd=tmp_path)  # folder of inputs
+    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1
+    assert f"{tmp_path / 'a.mp4'}: --visualize would overwrite an input video" in run.stderr
+    assert a.read_bytes() == before
+
+
+@pytest.mark.misuse
+def test_bad_numbers_and_missing_videos_are_usage_errors(tmp_path):
+    for flag, value in (("--max-frames", "0"), ("--detect-every", "0"), ("--detect-width", "-5"),
+                        ("--upsample", "-1"), ("--max-reused", "x")):
+        run = lrnet("detect", flag, value, tmp_path / "missing.mp4", cwd=tmp_path)
+        assert run.returncode == 2 and f"argument {flag}:" in run.stderr and "Traceback" not in run.stderr
+    run = lrnet("detect", "--offline", tmp_path / "missing.mp4", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"lrnet detect: error: {tmp_path / 'missing.mp4'}: no such video file"]
+    run = lrnet("calibrate", "--max-reused", "-1", tmp_path / "v.mp4", tmp_path / "x.csv", cwd=tmp_path)
+    assert run.returncode == 2 and "argument --max-reused:" in run.stderr
+
+
+@pytest.mark.misuse
+@pytest.mark.reference
+def test_a_full_disk_is_one_line_per_output_and_leaves_no_broken_file(reference, tmp_path):
+    video = reference / "videos" / "dfo_real.mp4"
+    weights = reference / "weights" / "dfo"
+    common = ["detect", "--weights", weights, "--max-frames", "40"]
+    run = lrnet(*common, "--visualize", tmp_path / "vis.mp4", video, limit_bytes=150_000, cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.splitlines() == [f"lrnet detect: error: {tmp_path / 'vis.mp4'}: cannot write (wrote 40 "
+                                       "frames, the file holds an unreadable file; disk full?)"], run.stderr
+    run = lrnet(*common, "--save-landmarks", tmp_path / "lm.txt", video, limit_bytes=20_000, cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [f"lrnet detect: error: {tmp_path / 'lm.txt'}: cannot write (File too large)"]
+    assert not list(tmp_path.glob("vis*")) and not list(tmp_path.glob("*lm.txt*"))

@@ -257,3 +257,81 @@ def test_extract_command(tmp_path, monkeypatch, capsys):
     assert "fail.mp4: no face found" in captured.err
     assert main(["extract", str(src), str(tmp_path / "out"), "--splits", str(tmp_path)]) == 2
     assert "--splits only applies with --layout ffpp" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- edited clips (issue 15)
+
+
+@pytest.fixture(scope="module")
+def jump_clip(reference, tmp_path_factory):
+    """ff_real reframed twice (jump cuts: the face moves 320 px): 3 x 40 frames, 960 x 720, 30 fps."""
+    from test_video import clip_frames, write_clip
+
+    frames = clip_frames(reference / "videos" / "ff_real.mp4", 0, 120)
+    parts = [f[:, :960] for f in frames[:40]] + [f[:, 320:] for f in frames[40:80]] + [f[:, :960] for f in frames[80:]]
+    return write_clip(tmp_path_factory.mktemp("clips") / "jump.avi", parts, 30.0)
+
+
+def check_segments_restart(result, expected_starts):
+    starts = [s.start for s in result.segments]
+    assert starts == expected_starts
+    cal = result.calibration
+    for s in result.segments:  # calibration restarts: each segment's first row is its own detection
+        assert np.array_equal(cal.points[s.start], cal.detections[s.start])
+    assert not np.array_equal(cal.points[1], cal.detections[1])  # ... which tracking otherwise changes
+
+
+@pytest.mark.reference
+def test_jump_cuts_start_new_segments_and_keep_the_frames_landmarked(jump_clip):
+    result = ex.extract_video(jump_clip)
+    s = result.stats
+    assert s.selected == 120 and s.landmarked >= 0.95 * 120, s
+    assert (s.segments, s.cuts, s.dropped) == (3, 2, 0)
+    assert result.cuts == pytest.approx([40 / 30, 80 / 30])
+    check_segments_restart(result, [0, 40, 80])
+    assert s.detector_runs <= 120 / 10 + 6  # the cut does not leave the detector running on every frame
+
+
+@pytest.mark.reference
+def test_a_face_found_away_from_the_track_replaces_it_within_a_few_frames(jump_clip, monkeypatch):
+    monkeypatch.setattr(ex, "CUT_MIN", float("inf"))  # only the face jump can reveal the cuts
+    result = ex.extract_video(jump_clip)
+    s = result.stats
+    assert (s.segments, s.cuts, s.dropped, s.reused) == (3, 2, 0, 0), s
+    assert s.landmarked == 120  # the frames before the jump was confirmed got the new face's landmarks
+    # found at the next detection (every 10 frames): until then the carried box follows the old place
+    starts = [seg.start for seg in result.segments]
+    assert 40 <= starts[1] < 50 and 80 <= starts[2] < 90, starts
+    assert result.cuts == pytest.approx([starts[1] / 30, starts[2] / 30])
+    check_segments_restart(result, starts)
+
+
+@pytest.mark.reference
+def test_a_looped_clip_keeps_its_frames_landmarked(reference, tmp_path):
+    from test_video import clip_frames, write_clip
+
+    loop = write_clip(tmp_path / "loop.avi", clip_frames(reference / "videos" / "dfo_real.mp4", 0, 50) * 3, 25.0)
+    result = ex.extract_video(loop)
+    assert result.stats.selected == 150 and result.stats.landmarked >= 0.95 * 150, result.stats
+    assert len(result.raw) == 150
+
+
+@pytest.mark.reference
+def test_a_long_run_of_failed_detections_is_dropped_and_reported(reference, tmp_path):
+    import cv2
+
+    from test_video import clip_frames, write_clip
+
+    video = reference / "videos" / "dfo_real.mp4"
+    first = ex.extract_video(video, ex.ExtractOptions(max_frames=1), calibrate=False).raw[0]
+    (x0, y0), (x1, y1) = first.min(axis=0) - 40, first.max(axis=0) + 40
+    frames = clip_frames(video, 0, 80)
+    for f in frames[30:55]:  # the face is blurred beyond recognition for 25 frames
+        f[y0:y1, x0:x1] = cv2.GaussianBlur(f[y0:y1, x0:x1], (0, 0), 25)
+    clip = write_clip(tmp_path / "covered.avi", frames, 25.0)
+    result = ex.extract_video(clip, ex.ExtractOptions(detect_every=1, max_reused=10))
+    s = result.stats
+    assert s.dropped == 11 and s.skipped == 14, s  # 11 reused frames end the track, the rest have no face
+    assert [(seg.start, seg.stop) for seg in result.segments] == [(0, 30), (30, 55)]
+    assert result.frame_index.tolist() == list(range(30)) + list(range(55, 80))
+    assert result.times[30] == pytest.approx(55 / 25)

@@ -22,19 +22,25 @@ The algorithm (issue 6; it follows the reference demo's calibration):
 Everything is vectorised over the 68 points; the loop over frame pairs is inherent (each step
 starts from the previous calibrated points). Frames are consumed as a stream, so memory does not
 grow with the video length.
+
+A video with cuts or long runs of failed detections is calibrated segment by segment
+(`calibrate_video`, `lrnet.segments`): the stable box and the tracking restart in each segment.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import LrnetError
 from .landmarks import NUM_POINTS
+from .segments import FACE, NO_FACE, REUSED, Segment, find_segments, longest
+from .video import read_frames, video_size  # noqa: F401  (re-exported: lrnet.calibration.read_frames)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -43,6 +49,7 @@ BOX_SCALE = 1.2  # face box side / landmark face size
 CENTRE_SHIFT = 1.42  # px: a smaller move of the box centre keeps the previous centre
 FB_MAX_ERROR = 2.0  # px: forward-backward error above this rejects the LK point
 PROCESS_NOISE = 0.3  # Kalman Q added to every tracked point's P per frame
+MAX_REUSED = 10  # a longer run of frames without own landmarks ends a segment (frames)
 LK_PARAMS = dict(winSize=(15, 15), maxLevel=3, criteria=(3, 10, 0.03))  # 3 = TERM_CRITERIA_EPS | COUNT
 
 # (prev_crop, next_crop, start_points, initial_guess) -> (points (68, 2) float32, status (68,) bool)
@@ -63,6 +70,12 @@ class FaceBoxes:
 
     def __len__(self) -> int:
         return len(self.side)
+
+    @staticmethod
+    def concat(parts: Sequence["FaceBoxes"], face_size: int = 0) -> "FaceBoxes":
+        """Boxes of several segments end to end (`face_size` given: each part has its own)."""
+        return FaceBoxes(np.concatenate([b.x1 for b in parts]), np.concatenate([b.y1 for b in parts]),
+                         np.concatenate([b.side for b in parts]), face_size)
 
 
 @dataclass
@@ -353,69 +366,86 @@ def fill_failed(landmarks: np.ndarray, success: np.ndarray) -> Tuple[np.ndarray,
     return kept[source], first, int((~ok).sum())
 
 
-def read_frames(path: PathLike) -> Iterator[np.ndarray]:
-    """Decode a video's frames (BGR uint8), in order; `LrnetError` when it cannot be opened."""
-    import cv2
+def concat_calibrations(parts: Sequence[Calibration]) -> Calibration:
+    """Segments calibrated apart, laid end to end in one `Calibration` (rows in segment order).
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise LrnetError(f"{path}: cannot open as a video")
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield frame
-    finally:
-        cap.release()
+    ``boxes.face_size`` is that of the longest part (each part has its own stable size).
+    """
+    if not parts:
+        raise ValueError("no calibrations to concatenate")
+    if len(parts) == 1:
+        return parts[0]
+    main = max(parts, key=lambda c: len(c.sequence))
+    boxes = FaceBoxes.concat([c.boxes for c in parts], main.boxes.face_size)
+    return Calibration(np.concatenate([c.sequence for c in parts]), np.concatenate([c.points for c in parts]),
+                       np.concatenate([c.detections for c in parts]), boxes, sum(c.lk_rejected for c in parts))
 
 
-def video_size(path: PathLike) -> Tuple[int, int, int]:
-    """``(width, height, frame count)`` from the container header (count may be approximate)."""
-    import cv2
+@dataclass
+class VideoCalibration:
+    """Per-frame landmarks of a whole video calibrated segment by segment (see `lrnet.segments`).
 
-    path = Path(path)
-    if not path.is_file():
-        raise LrnetError(f"{path}: no such video file")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise LrnetError(f"{path}: cannot open as a video")
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    if w <= 0 or h <= 0:
-        raise LrnetError(f"{path}: not a video (no frame size)")
-    return w, h, n
+    ``segments`` are frame ranges of the input (row i = frame i); ``calibration`` holds the
+    segments' rows end to end. ``sequence`` is the longest segment (what a landmark file keeps).
+    ``skipped``: frames without landmarks outside any segment (failed rows before the first
+    success); ``reused``: failed rows inside segments (previous landmarks repeated); ``dropped``:
+    failed rows in runs longer than ``max_reused`` (they end a segment and are not kept).
+    """
+
+    segments: List[Segment]
+    calibration: Calibration
+    skipped: int
+    reused: int
+    dropped: int
+
+    @property
+    def sequence(self) -> np.ndarray:
+        """The calibrated ``(frames, 136)`` sequence of the longest segment."""
+        i = longest(self.segments)
+        offset = sum(len(s) for s in self.segments[:i])
+        return self.calibration.sequence[offset:offset + len(self.segments[i])]
 
 
 def calibrate_video(video: PathLike, landmarks: np.ndarray, success: Optional[np.ndarray] = None,
-                    lk: LKFunction = opencv_lk) -> Tuple[Calibration, int, int]:
+                    lk: LKFunction = opencv_lk, max_reused: int = MAX_REUSED) -> VideoCalibration:
     """Calibrate per-frame landmarks ``(frames, 68, 2)`` (one row per video frame) against `video`.
 
-    Failed rows (``success`` False) follow the extraction rules (see `fill_failed`). Returns
-    ``(calibration, skipped leading frames, reused frames)``; the calibration covers the frames
-    from the first successful one.
+    Failed rows (``success`` False) follow the extraction rules: before the first success they
+    are skipped; a failed row repeats the previous landmarks; a run of more than `max_reused`
+    failed rows is dropped and ends the segment. Each segment is calibrated on its own.
     """
     video = Path(video)
     landmarks = check_landmarks(landmarks, str(video))
     width, height, _ = video_size(video)
-    if success is None:
-        success = np.ones(len(landmarks), bool)
-    filled, skipped, reused = fill_failed(landmarks, success)
+    success = np.ones(len(landmarks), bool) if success is None else np.asarray(success, dtype=bool)
+    if not success.any():
+        raise LrnetError(f"{video}: no frame with a successful face detection")
+    filled, first, _ = fill_failed(landmarks, success)
+    filled = np.concatenate([landmarks[:first], filled])
+    status = np.where(success, FACE, REUSED)
+    status[:first] = NO_FACE
+    segments, kept = find_segments(status, np.zeros(len(status), np.int64), max_reused)
+    frames = read_frames(video)
+    parts: List[Calibration] = []
+    position = 0
+    for seg in segments:
+        for _ in itertools.islice(frames, seg.start - position):
+            pass  # frames between segments
+        source = f"{video} (frames {seg.start}-{seg.stop - 1})" if len(segments) > 1 or seg.start else str(video)
+        parts.append(calibrate(itertools.islice(frames, len(seg)), filled[seg.start:seg.stop], (width, height),
+                               lk, source=source))
+        position = seg.stop
+    rest = sum(1 for _ in itertools.islice(frames, len(landmarks) - position + 1))
+    frames.close()
+    if position + rest != len(landmarks):
+        counted = f"more than {len(landmarks)}" if rest > len(landmarks) - position else str(position + rest)
+        raise LrnetError(f"{video}: {counted} frames but {len(landmarks)} landmark rows")
+    reused = int((kept & (status == REUSED)).sum())
+    dropped = int((~kept & (status == REUSED)).sum())
+    return VideoCalibration(segments, concat_calibrations(parts), first, reused, dropped)
 
-    def from_first() -> Iterator[np.ndarray]:
-        for i, frame in enumerate(read_frames(video)):
-            if i >= skipped:
-                yield frame
 
-    result = calibrate(from_first(), filled, (width, height), lk, source=f"{video} (after {skipped} skipped frames)"
-                       if skipped else str(video))
-    return result, skipped, reused
-
-
-def calibrate_openface(video: PathLike, csv_path: PathLike) -> Tuple[Calibration, int, int]:
+def calibrate_openface(video: PathLike, csv_path: PathLike, max_reused: int = MAX_REUSED) -> VideoCalibration:
     """Calibrate an OpenFace 2.0 CSV against its video; see `calibrate_video`."""
     landmarks, success = read_openface_csv(csv_path)
-    return calibrate_video(video, landmarks, success)
+    return calibrate_video(video, landmarks, success, max_reused=max_reused)

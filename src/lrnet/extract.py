@@ -1,23 +1,29 @@
-"""Landmark extraction from raw video: decoding, face detection, 68-point landmarks, calibration.
+"""Landmark extraction from raw video: face detection, 68-point landmarks, shots and segments, calibration.
 
 Per video (`extract_video`):
 
-1. *Decode* with OpenCV in a background thread (decoding releases the GIL, so it overlaps with
-   detection on the second core).
+1. *Decode* (`lrnet.video.VideoReader`: a background thread, so decoding overlaps detection on
+   the second core), optionally resampled by timestamp to a target frame rate (``options.fps``):
+   skipped frames are decoded but never landmarked.
 2. *Detect* the face with dlib's HOG detector on a grayscale copy downscaled to about 640 px, every
    `detect_every` frames; in between, the face box is carried forward from the previous frame's
    landmarks (using the box/landmark geometry of the last detection).
 3. *Landmarks*: dlib's 68-point shape predictor (from the ``face-recognition-models`` package) on
-   every frame, in full resolution.
-4. *One face, consistent over time*: the largest face is chosen; a result whose centre jumps more
-   than half a face away, or whose size changes by more than 30 %, is rejected and the previous
-   landmarks are reused, as are those of a frame where detection failed. Frames before the first
-   detection are skipped and counted.
-5. *Calibrate* (`lrnet.calibration`). The face regions needed for calibration are kept from the
-   first decode (with a margin); if the final stable box does not fit them (or the cache would
-   exceed `cache_mb`), the video is decoded a second time instead, so the result is always exact.
+   every selected frame, in full resolution.
+4. *One face, consistent over time*: the largest face is chosen, faces near the tracked one
+   preferred; a result whose centre jumps more than half a face away, or whose size changes by
+   more than 30 %, is rejected and the previous landmarks are reused (as for a failed detection).
+5. *Shots.* A shot cut is seen either in the frames (the mean difference of 32 x 32 thumbnails
+   jumps suddenly, from one frame to the next, well above its recent level) or as a face found `confirm` detections in a row away from
+   the tracked one; either starts a new face track (the jumped frames get the new face's
+   landmarks). A run of more than `max_reused` reused frames ends the track; those frames are
+   dropped. `lrnet.segments.find_segments` turns this into segments.
+6. *Calibrate* (`lrnet.calibration`) each segment on its own. The face regions needed are kept
+   from the first decode (with a margin); if a final stable box does not fit them (or the cache
+   would exceed `cache_mb`), the video is decoded a second time instead, so the result is exact.
 
-`extract_folder` runs this over a tree of videos (resumable, atomic, parallel, logged).
+`extract_folder` runs this over a tree of videos (resumable, atomic, parallel, logged). A landmark
+file holds one sequence per video: `VideoLandmarks.sequence`, the longest segment.
 
 Licence note: the 68-point predictor was trained on iBUG 300-W, whose licence excludes commercial use.
 """
@@ -26,21 +32,24 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import itertools
 import json
 import os
-import queue
 import sys
-import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .calibration import BOX_SCALE, Calibration, calibrate_crops, crop_face, read_frames, stable_face_boxes
+from .calibration import (BOX_SCALE, MAX_REUSED, Calibration, FaceBoxes, calibrate_crops, concat_calibrations,
+                          crop_face, stable_face_boxes)
 from .errors import LrnetError
 from .landmarks import LANDMARK_SUFFIX, write_landmarks
+from .segments import FACE, NO_FACE, REUSED, Segment, find_segments, longest
+from .video import MAX_FRAMES, Frame, VideoInfo, VideoReader, prefetch, read_frames
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -49,6 +58,10 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 MAX_JUMP = 0.5  # a face centre moving more than this x previous face size is another face
 SIZE_CHANGE = (0.7, 1.3)  # accepted ratio of face size to the previous frame's
 CACHE_MARGIN = 1.3  # cached region covers a box for a stable size up to this x the local face size
+THUMB = 32  # side of the thumbnail the shot-cut test compares (px)
+CUT_MIN = 3.0  # a thumbnail difference (mean grey levels) below this is never a cut ...
+CUT_RATIO = 6.0  # ... nor one below this x the recent median, or below 3 x the previous difference
+CUT_HISTORY = 25  # frames of recent differences
 
 
 # ------------------------------------------------------------------------------------ models
@@ -86,6 +99,11 @@ def _dlib_models():
     return _MODELS["detector"], _MODELS["predictor"], _MODELS["rectangle"]
 
 
+def load_models() -> None:
+    """Load the detector and predictor now (e.g. before timing a run)."""
+    _dlib_models()
+
+
 # ------------------------------------------------------------------------------ data classes
 
 
@@ -96,8 +114,23 @@ class ExtractOptions:
     detect_every: int = 10  # run the face detector every N frames (1 = every frame)
     detect_width: int = 640  # the detector sees a copy whose longer side is at most this (px)
     upsample: int = 0  # dlib detector upsampling steps (1 finds faces half as large, 4x slower)
-    max_frames: Optional[int] = None  # only the first N frames (None: all)
+    max_frames: Optional[int] = None  # only the first N decoded frames (None: all)
     cache_mb: int = 1024  # memory for face regions kept for calibration; beyond it, decode twice
+    fps: Optional[float] = None  # resample by timestamp to this rate before landmarking (None: every frame)
+    max_reused: int = MAX_REUSED  # a longer run of frames reusing landmarks ends the segment (dropped)
+    confirm: int = 3  # consecutive detections away from the tracked face that replace it (a new shot)
+    frame_limit: int = MAX_FRAMES  # refuse longer videos (unless max_frames keeps to a prefix)
+
+    def check(self) -> None:
+        for name in ("detect_every", "detect_width", "confirm", "frame_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("max_frames must be at least 1 (or None)")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError("fps must be > 0 (or None)")
+        if self.max_reused < 0 or self.upsample < 0 or self.cache_mb < 0:
+            raise ValueError("max_reused, upsample and cache_mb must be >= 0")
 
 
 @dataclass
@@ -108,13 +141,18 @@ class VideoStats:
     frames: int = 0  # decoded frames
     width: int = 0
     height: int = 0
-    fps: float = 0.0
-    landmarked: int = 0  # frames with their own accepted landmarks
-    reused: int = 0  # frames that reuse the previous landmarks (detection failed or rejected)
-    skipped: int = 0  # leading frames before the first detection (not in the output)
+    fps: float = 0.0  # nominal rate of the file
+    fps_used: float = 0.0  # rate of the landmarked frames (the target when resampled)
+    selected: int = 0  # frames landmarked (all decoded frames unless resampled)
+    landmarked: int = 0  # kept frames with their own accepted landmarks
+    reused: int = 0  # kept frames that reuse the previous landmarks (detection failed or rejected)
+    skipped: int = 0  # selected frames without a face (in no segment)
+    dropped: int = 0  # reused frames in runs longer than max_reused (in no segment)
+    segments: int = 0
+    cuts: int = 0  # shot boundaries seen
     detector_runs: int = 0  # frames the face detector ran on
     detector_hits: int = 0  # ... and found a face
-    rejected: int = 0  # landmark results rejected by the consistency rules (counted in reused)
+    rejected: int = 0  # landmark results rejected by the consistency rules
     lk_rejected: int = 0  # calibration: points that took the detection (LK failure)
     decoded_twice: bool = False  # the calibration needed a second decode
     t_decode: float = 0.0
@@ -134,86 +172,52 @@ class VideoStats:
 
 @dataclass
 class VideoLandmarks:
-    """Extraction result: raw landmarks (frame pixels) from the first detected frame on, and calibration."""
+    """Extraction result: the landmark rows kept, segment by segment, laid end to end in time order.
 
-    raw: np.ndarray  # (frames - skipped, 68, 2) int64
-    calibration: Calibration
+    ``raw``: ``(frames, 68, 2)`` int64 landmarks in frame pixels. ``times``: ``(frames,)`` s, the
+    presentation time of each row's source frame; ``frame_index``: ``(frames,)`` its number in the
+    video (after resampling and dropping, so both can have gaps). ``segments``: row ranges, in
+    order, covering all rows. ``calibration``: every segment calibrated on its own, rows end to end.
+    ``cuts``: times (s) of the shot boundaries seen.
+    """
+
+    raw: np.ndarray
+    calibration: Optional[Calibration]
     stats: VideoStats
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # empty: frame_index / nominal fps
+    frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # empty: consecutive
+    segments: List[Segment] = field(default_factory=list)  # empty: one segment of all rows
+    cuts: List[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.raw)
+        if len(self.frame_index) != n:
+            self.frame_index = self.stats.skipped + np.arange(n, dtype=np.int64)
+        if len(self.times) != n:
+            self.times = self.frame_index / (self.stats.fps or 25.0)
+        if not self.segments and n:
+            self.segments = [Segment(0, n)]
+
+    def calibrated(self) -> Calibration:
+        """The calibration (ValueError when extracted with ``calibrate=False``)."""
+        if self.calibration is None:
+            raise ValueError("these landmarks were extracted without calibration")
+        return self.calibration
 
     @property
     def sequence(self) -> np.ndarray:
-        """The calibrated, normalised ``(frames - skipped, 136)`` float32 sequence."""
-        return self.calibration.sequence
+        """The calibrated ``(frames, 136)`` float32 sequence of the longest segment (the earliest among
+        equals): what a landmark file stores, one continuous shot. All of it when there is one segment."""
+        seg = self.segments[longest(self.segments)]
+        return self.calibrated().sequence[seg.start:seg.stop]
 
+    def segment_sequences(self) -> List[np.ndarray]:
+        """The calibrated ``(frames, 136)`` sequence of each segment."""
+        return [self.calibrated().sequence[s.start:s.stop] for s in self.segments]
 
-# --------------------------------------------------------------------------------- decoding
-
-
-class _Decoder:
-    """Frames of a video decoded in a background thread, ``(index, BGR frame)``; times `cap.read`."""
-
-    def __init__(self, path: Path, max_frames: Optional[int] = None, depth: int = 16):
-        import cv2
-
-        self.path = path
-        self.cap = cv2.VideoCapture(str(path))
-        if not self.cap.isOpened():
-            self.cap.release()
-            raise LrnetError(f"{path}: cannot open as a video (unreadable or not a video file)")
-        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.frame_count = max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))  # header value, may be off
-        self.max_frames = max_frames
-        self.seconds = 0.0
-        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lrnet-decode", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            n = 0
-            while not self._stop.is_set() and (self.max_frames is None or n < self.max_frames):
-                t = time.perf_counter()
-                ok, frame = self.cap.read()
-                self.seconds += time.perf_counter() - t
-                if not ok:
-                    break
-                self._put(frame)
-                n += 1
-        except BaseException as exc:  # surfaced in the consumer
-            self._put(exc)
-        finally:
-            self._put(None)
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.cap.release()
-
-    def __enter__(self) -> "_Decoder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def points_in_frame(self) -> np.ndarray:
+        """Calibrated points in frame pixels, ``(frames, 68, 2)`` float64, aligned with ``raw``."""
+        return self.calibrated().points_in_frame()
 
 
 # ------------------------------------------------------------------------ face geometry
@@ -272,45 +276,217 @@ def _pick_face(rects, scale: float, prev: Optional[np.ndarray]) -> Optional[Tupl
 
 
 class _RegionCache:
-    """Face regions kept from the first decode for calibration, with a margin; see module doc."""
+    """Face regions kept from the first decode for calibration, by selected-frame row, with a margin."""
 
     def __init__(self, width: int, height: int, budget_bytes: int):
         self.width, self.height = width, height
         self.budget = budget_bytes
         self.used = 0
-        self.regions: List[Tuple[int, int, np.ndarray]] = []  # (x0, y0, pixels)
+        self.regions: Dict[int, Tuple[int, int, np.ndarray]] = {}  # row -> (x0, y0, pixels)
         self.enabled = budget_bytes > 0
-        self._size_sum = 0.0
+        self._size_sum, self._size_count = 0.0, 0  # face sizes of the current track
 
-    def add(self, frame: np.ndarray, shape: np.ndarray) -> None:
+    def new_track(self) -> None:
+        self._size_sum, self._size_count = 0.0, 0
+
+    def add(self, row: int, frame: np.ndarray, shape: np.ndarray) -> None:
+        """Keep (or replace) the region of `row` around `shape`."""
         if not self.enabled:
             return
         centre, size = _bbox(shape)
         self._size_sum += size
-        reference = max(size, self._size_sum / (len(self.regions) + 1))
+        self._size_count += 1
+        reference = max(size, self._size_sum / self._size_count)
         half = int(np.ceil(0.5 * BOX_SCALE * CACHE_MARGIN * reference)) + 3
         x0 = max(0, int(centre[0]) - half)
         y0 = max(0, int(centre[1]) - half)
         pixels = frame[y0:min(self.height, y0 + 2 * half + 2), x0:min(self.width, x0 + 2 * half + 2)].copy()
-        self.used += pixels.nbytes
+        old = self.regions.pop(row, None)
+        self.used += pixels.nbytes - (old[2].nbytes if old is not None else 0)
         if self.used > self.budget:
-            self.enabled, self.regions = False, []
+            self.enabled, self.regions = False, {}
             return
-        self.regions.append((x0, y0, pixels))
+        self.regions[row] = (x0, y0, pixels)
 
-    def covers(self, boxes) -> bool:
-        if not self.enabled or len(self.regions) != len(boxes):
+    def covers(self, rows: np.ndarray, boxes: FaceBoxes) -> bool:
+        """Whether the kept regions of `rows` contain the final face boxes (one per row)."""
+        if not self.enabled or not all(int(r) in self.regions for r in rows):
             return False
-        x0 = np.array([r[0] for r in self.regions])
-        y0 = np.array([r[1] for r in self.regions])
-        w = np.array([r[2].shape[1] for r in self.regions])
-        h = np.array([r[2].shape[0] for r in self.regions])
+        regions = [self.regions[int(r)] for r in rows]
+        x0 = np.array([r[0] for r in regions])
+        y0 = np.array([r[1] for r in regions])
+        w = np.array([r[2].shape[1] for r in regions])
+        h = np.array([r[2].shape[0] for r in regions])
         return bool(np.all((boxes.x1 >= x0) & (boxes.y1 >= y0)
                            & (boxes.x1 + boxes.side <= x0 + w) & (boxes.y1 + boxes.side <= y0 + h)))
 
-    def crops(self, boxes) -> Iterator[np.ndarray]:
-        for i, (x0, y0, pixels) in enumerate(self.regions):
+    def crops(self, rows: np.ndarray, boxes: FaceBoxes) -> Iterator[np.ndarray]:
+        for i, row in enumerate(rows):
+            x0, y0, pixels = self.regions[int(row)]
             yield crop_face(pixels, int(boxes.x1[i]) - x0, int(boxes.y1[i]) - y0, int(boxes.side[i]))
+
+
+class _ShotCuts:
+    """Shot-cut test on consecutive selected frames: the mean difference of 32 x 32 grey thumbnails
+    (from a strided copy: about 0.1 ms a frame) well above both `CUT_MIN` and its recent level."""
+
+    def __init__(self, width: int, height: int):
+        self.step = max(1, max(width, height) // 256)
+        self.previous: Optional[np.ndarray] = None
+        self.recent: "deque[float]" = deque(maxlen=CUT_HISTORY)
+
+    def is_cut(self, gray: np.ndarray) -> bool:
+        import cv2
+
+        small = np.ascontiguousarray(gray[::self.step, ::self.step])
+        thumb = cv2.resize(small, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+        previous, self.previous = self.previous, thumb
+        if previous is None:
+            return False
+        difference = float(np.abs(thumb - previous).mean())
+        typical = float(np.median(self.recent)) if self.recent else 0.0
+        last = self.recent[-1] if self.recent else 0.0
+        self.recent.append(difference)
+        # a cut is a sudden jump; fast motion builds up over a few frames
+        return difference > CUT_MIN and difference > CUT_RATIO * max(typical, last / 2)
+
+
+# ------------------------------------------------------------------------------ face tracking
+
+
+class _Tracker:
+    """Follows one face through the selected frames and records, per frame, its status (`FACE`,
+    `REUSED`, `NO_FACE`), landmarks and track id; new tracks start at shot cuts (see module doc)."""
+
+    def __init__(self, options: ExtractOptions, info: VideoInfo, stats: VideoStats):
+        self.detector, self.predictor, self.rectangle = _dlib_models()
+        self.options, self.stats = options, stats
+        self.scale = min(1.0, options.detect_width / max(info.width, info.height, 1))
+        self.cache = _RegionCache(info.width, info.height, options.cache_mb << 20)
+        self.shots = _ShotCuts(info.width, info.height)
+        self.box_model = _BoxModel()
+        self.prev: Optional[np.ndarray] = None  # landmarks of the tracked face in the last frame
+        self.since_detect = options.detect_every  # forces a detection on the first frame
+        self.reused_run = 0
+        self.track_id = -1
+        self.candidate: List[Tuple[int, np.ndarray]] = []  # (row, shape) of a face away from the track
+        self.recent: "deque[Tuple[int, np.ndarray]]" = deque(maxlen=options.confirm)  # (row, image)
+        self.index: List[int] = []  # per selected frame: number in the video,
+        self.times: List[float] = []  # presentation time (s),
+        self.status: List[int] = []  # FACE / REUSED / NO_FACE,
+        self.track: List[int] = []  # track id (-1: none),
+        self.shapes: List[np.ndarray] = []  # (68, 2) int64 landmarks (zeros without a face)
+        self.cut_rows: List[int] = []  # rows where a new shot starts
+        self._none = np.zeros((68, 2), np.int64)
+
+    def step(self, frame: Frame) -> None:
+        """Process the next selected frame."""
+        import cv2
+
+        row = len(self.status)
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+        if self.shots.is_cut(gray):
+            self.cut_rows.append(row)
+            self._lose_track()
+        self.index.append(frame.index)
+        self.times.append(frame.time)
+        self.recent.append((row, frame.image))
+        shape, detected = self._find(gray)
+        self._judge(row, shape, detected, frame.image)
+
+    def _find(self, gray: np.ndarray) -> Tuple[Optional[np.ndarray], bool]:
+        """(landmarks or None, whether they come from a fresh detection) for one frame."""
+        import cv2
+
+        t0 = time.perf_counter()
+        detected = False
+        if self.prev is None or self.since_detect >= self.options.detect_every:
+            small = gray if self.scale == 1.0 else cv2.resize(gray, None, fx=self.scale, fy=self.scale,
+                                                             interpolation=cv2.INTER_AREA)
+            rects = self.detector(small, self.options.upsample)
+            self.stats.detector_runs += 1
+            box = _pick_face(rects, self.scale, self.prev)
+            if box is not None:
+                self.stats.detector_hits += 1
+                detected = True
+                self.since_detect = 0
+        else:
+            box = self.box_model.box_for(self.prev)
+        t1 = time.perf_counter()
+        self.stats.t_detect += t1 - t0
+        shape = None
+        if box is not None:
+            rect = self.rectangle(*(int(round(v)) for v in box))
+            shape = np.array([(p.x, p.y) for p in self.predictor(gray, rect).parts()], dtype=np.int64)
+            if detected:
+                self.box_model.learn(box, shape)
+        self.stats.t_landmarks += time.perf_counter() - t1
+        self.since_detect += 1
+        return shape, detected
+
+    def _judge(self, row: int, shape: Optional[np.ndarray], detected: bool, image: np.ndarray) -> None:
+        """Accept the landmarks, start or switch a track, or reuse the previous landmarks."""
+        if shape is not None and (self.prev is None or _consistent(self.prev, shape)):
+            if self.prev is None:
+                self._start_track()
+            self._accept(row, shape, image)
+            return
+        if shape is not None:
+            self.stats.rejected += 1
+            if detected and self._confirmed(row, shape):
+                self._switch_track(row, shape, image)
+                return
+        self.since_detect = self.options.detect_every  # lost or failed: detect again next frame
+        if self.prev is None:
+            self._record(NO_FACE, self._none, -1)
+            return
+        self._record(REUSED, self.prev, self.track_id)
+        self.cache.add(row, image, self.prev)
+        self.reused_run += 1
+        if self.reused_run > self.options.max_reused:
+            self._lose_track()
+
+    def _confirmed(self, row: int, shape: np.ndarray) -> bool:
+        """Add a face found away from the track; True once it was found `confirm` frames in a row."""
+        last = self.candidate[-1] if self.candidate else None
+        if last is None or last[0] != row - 1 or not _consistent(last[1], shape):
+            self.candidate = []
+        self.candidate.append((row, shape))
+        return len(self.candidate) >= self.options.confirm
+
+    def _switch_track(self, row: int, shape: np.ndarray, image: np.ndarray) -> None:
+        """A new shot began at the candidate's first frame: its frames get the candidate's landmarks."""
+        rows = [r for r, _ in self.candidate]
+        images = dict(self.recent)
+        self.cut_rows.append(rows[0])
+        self._start_track()
+        for r, s in self.candidate[:-1]:
+            self.status[r], self.shapes[r], self.track[r] = FACE, s, self.track_id
+            if r in images:
+                self.cache.add(r, images[r], s)
+        self._accept(row, shape, image)
+
+    def _start_track(self) -> None:
+        self.track_id += 1
+        self.cache.new_track()
+
+    def _accept(self, row: int, shape: np.ndarray, image: np.ndarray) -> None:
+        self._record(FACE, shape, self.track_id)
+        self.cache.add(row, image, shape)
+        self.prev = shape
+        self.reused_run = 0
+        self.candidate = []
+
+    def _lose_track(self) -> None:
+        self.prev = None
+        self.since_detect = self.options.detect_every
+        self.reused_run = 0
+        self.candidate = []
+
+    def _record(self, status: int, shape: np.ndarray, track: int) -> None:
+        self.status.append(status)
+        self.shapes.append(shape)
+        self.track.append(track)
 
 
 # ------------------------------------------------------------------------------ per video
@@ -321,161 +497,105 @@ ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
 
 def extract_video(path: PathLike, options: Optional[ExtractOptions] = None, calibrate: bool = True,
                   progress: Optional[ProgressFn] = None) -> VideoLandmarks:
-    """Raw and calibrated landmarks of the single (largest) face in a video.
+    """Raw and calibrated landmarks of the single (largest) face in a video, segment by segment.
 
-    Raises `LrnetError` naming the video when it cannot be decoded or shows no face. The result
-    covers the frames from the first detection on (``stats.skipped`` leading frames are dropped).
-    `progress(stage, fraction)` is called with stages "landmarks" (decode + landmarks, about every
-    25 frames) and "calibration" (0 and 1).
+    Raises `LrnetError` naming the video when it is missing, too large, cannot be decoded or shows
+    no face. `progress(stage, fraction)` is called with stages "landmarks" (decode + landmarks,
+    about every 25 frames) and "calibration" (0 and 1).
     """
-    import cv2
-
     options = options or ExtractOptions()
-    if options.detect_every < 1:
-        raise ValueError("detect_every must be at least 1")
-    path = Path(path)
-    if not path.is_file():
-        raise LrnetError(f"{path}: no such video file")
-    detector, predictor, rectangle = _dlib_models()
+    options.check()
     started = time.perf_counter()
+    path = Path(path)
     stats = VideoStats(video=str(path))
-    shapes: List[np.ndarray] = []
-    with _Decoder(path, options.max_frames) as decoder:
-        stats.width, stats.height, stats.fps = decoder.width, decoder.height, decoder.fps
-        scale = min(1.0, options.detect_width / max(decoder.width, decoder.height, 1))
-        cache = _RegionCache(decoder.width, decoder.height, options.cache_mb << 20)
-        box_model = _BoxModel()
-        prev: Optional[np.ndarray] = None  # last accepted shape
-        since_detect = options.detect_every  # forces a detection on the first frame
-        expected = decoder.frame_count if options.max_frames is None else min(decoder.frame_count, options.max_frames)
-        for frame in decoder:
-            stats.frames += 1
-            if progress is not None and stats.frames % 25 == 0:
-                progress("landmarks", min(1.0, stats.frames / expected) if expected else 0.0)
-            t0 = time.perf_counter()
-            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            box = None
-            detected = False
-            if prev is None or since_detect >= options.detect_every:
-                small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale,
-                                                            interpolation=cv2.INTER_AREA)
-                rects = detector(small, options.upsample)
-                stats.detector_runs += 1
-                box = _pick_face(rects, scale, prev)
-                if box is not None:
-                    stats.detector_hits += 1
-                    detected = True
-                    since_detect = 0
-            else:
-                box = box_model.box_for(prev)
-            t1 = time.perf_counter()
-            stats.t_detect += t1 - t0
-            shape = None
-            if box is not None:
-                rect = rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
-                part = predictor(gray, rect)
-                shape = np.array([(p.x, p.y) for p in part.parts()], dtype=np.int64)
-                if detected:
-                    box_model.learn(box, shape)
-            stats.t_landmarks += time.perf_counter() - t1
-            since_detect += 1
-            if shape is not None and prev is not None and not _consistent(prev, shape):
-                stats.rejected += 1
-                shape = None
-                since_detect = options.detect_every  # tracking lost: detect again next frame
-            if shape is None:
-                if prev is None:
-                    stats.skipped += 1
-                    continue
-                shape = prev
-                stats.reused += 1
-                if box is None:
-                    since_detect = options.detect_every  # detection failed: retry next frame
-            else:
-                stats.landmarked += 1
-            shapes.append(shape)
-            prev = shape
-            cache.add(frame, shape)
-        stats.t_decode = decoder.seconds
-    if stats.frames == 0:
-        raise LrnetError(f"{path}: no frame could be decoded (unreadable or not a video file)")
-    if not shapes:
-        raise LrnetError(f"{path}: no face found in {stats.frames} frames")
-    raw = np.stack(shapes)
-    calibration = None
+    tracker = _track_video(path, options, stats, progress)
+    result, rows = _assemble(tracker, stats)
     if progress is not None:
         progress("landmarks", 1.0)
     if calibrate:
         if progress is not None:
             progress("calibration", 0.0)
         t = time.perf_counter()
-        calibration = _calibrate_extracted(path, raw, stats, cache, options)
+        result.calibration = _calibrate_segments(path, result, rows, tracker.cache, stats)
         stats.t_calibration = time.perf_counter() - t
-        stats.lk_rejected = calibration.lk_rejected
+        stats.lk_rejected = result.calibration.lk_rejected
         if progress is not None:
             progress("calibration", 1.0)
     stats.t_total = time.perf_counter() - started
-    return VideoLandmarks(raw, calibration, stats)
+    return result
 
 
-def _calibrate_extracted(path: Path, raw: np.ndarray, stats: VideoStats, cache: _RegionCache,
-                         options: ExtractOptions) -> Calibration:
-    boxes = stable_face_boxes(raw, stats.width, stats.height)
-    if cache.covers(boxes):
-        crops = _prefetch(cache.crops(boxes))
+def _track_video(path: Path, options: ExtractOptions, stats: VideoStats,
+                 progress: Optional[ProgressFn]) -> _Tracker:
+    """Decode (resampled to ``options.fps``) and track the face through the whole video."""
+    with VideoReader(path, options.max_frames, options.fps, options.frame_limit) as reader:
+        info = reader.info
+        stats.width, stats.height, stats.fps = info.width, info.height, info.fps
+        stats.fps_used = options.fps if options.fps and (not info.fps or info.fps > options.fps) else info.fps
+        tracker = _Tracker(options, info, stats)
+        expected = info.frames if options.max_frames is None else min(info.frames, options.max_frames)
+        for frame in reader:
+            tracker.step(frame)
+            if progress is not None and len(tracker.status) % 25 == 0:
+                progress("landmarks", min(1.0, (frame.index + 1) / expected) if expected else 0.0)
+        stats.frames, stats.t_decode = reader.decoded, reader.seconds
+    if stats.frames == 0:
+        raise LrnetError(f"{path}: no frame could be decoded (unreadable or not a video file)")
+    return tracker
+
+
+def _assemble(tracker: _Tracker, stats: VideoStats) -> Tuple[VideoLandmarks, np.ndarray]:
+    """Segments from the tracker's per-frame records -> (`VideoLandmarks` without calibration,
+    the selected-frame rows kept, in order)."""
+    status = np.array(tracker.status, dtype=np.int64)
+    segments, kept = find_segments(status, np.array(tracker.track, dtype=np.int64), tracker.options.max_reused)
+    stats.selected = len(status)
+    stats.landmarked = int((kept & (status == FACE)).sum())
+    stats.reused = int((kept & (status == REUSED)).sum())
+    stats.dropped = int((~kept & (status == REUSED)).sum())
+    stats.skipped = int((status == NO_FACE).sum())
+    stats.segments, stats.cuts = len(segments), len(tracker.cut_rows)
+    if not segments:
+        raise LrnetError(f"{stats.video}: no face found in {stats.frames} frames")
+    rows = np.flatnonzero(kept)
+    times = np.array(tracker.times, dtype=np.float64)
+    lengths = np.array([len(s) for s in segments])
+    ends = np.cumsum(lengths)
+    laid = [Segment(int(e - n), int(e)) for n, e in zip(lengths, ends)]
+    raw = np.stack([tracker.shapes[r] for r in rows])
+    result = VideoLandmarks(raw, None, stats, times[rows], np.array(tracker.index, dtype=np.int64)[rows], laid,
+                            [float(times[r]) for r in tracker.cut_rows])
+    return result, rows
+
+
+def _calibrate_segments(path: Path, result: VideoLandmarks, rows: np.ndarray, cache: _RegionCache,
+                        stats: VideoStats) -> Calibration:
+    """Calibrate each segment on its own, from the cached face regions or a second decode."""
+    per_segment = [stable_face_boxes(result.raw[s.start:s.stop], stats.width, stats.height)
+                   for s in result.segments]
+    boxes = FaceBoxes.concat(per_segment)
+    if cache.covers(rows, boxes):
+        crops = prefetch(cache.crops(rows, boxes), name="lrnet-crop")
     else:
         stats.decoded_twice = True
-        frames = read_frames(path)
-
-        def from_first() -> Iterator[np.ndarray]:
-            for i, frame in enumerate(frames):
-                if i >= stats.skipped + len(raw):
-                    break
-                if i >= stats.skipped:
-                    j = i - stats.skipped
-                    yield crop_face(frame, int(boxes.x1[j]), int(boxes.y1[j]), int(boxes.side[j]))
-
-        crops = _prefetch(from_first())
-    return calibrate_crops(crops, raw, boxes)
-
-
-def _prefetch(items: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
-    """Produce `items` in a background thread (cv2 releases the GIL: resizing overlaps tracking)."""
-    q: "queue.Queue" = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:
-            q.put(exc)
-        q.put(None)
-
-    thread = threading.Thread(target=run, name="lrnet-crop", daemon=True)
-    thread.start()
+        crops = prefetch(_crops_from_video(path, result.frame_index, boxes), name="lrnet-crop")
     try:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        parts = [calibrate_crops(itertools.islice(crops, len(s)), result.raw[s.start:s.stop], b)
+                 for s, b in zip(result.segments, per_segment)]
     finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+        crops.close()
+    return concat_calibrations(parts)
+
+
+def _crops_from_video(path: Path, frame_index: np.ndarray, boxes: FaceBoxes) -> Iterator[np.ndarray]:
+    """Decode the video again and crop the face box of each wanted frame (``frame_index`` increasing)."""
+    j = 0
+    for i, frame in enumerate(read_frames(path, int(frame_index[-1]) + 1)):
+        if i == frame_index[j]:
+            yield crop_face(frame, int(boxes.x1[j]), int(boxes.y1[j]), int(boxes.side[j]))
+            j += 1
+            if j == len(frame_index):
+                return
 
 
 # ------------------------------------------------------------------------------ folder job

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Dict, List
 
-from .common import add_gpu_flag, add_weights_flag
+from .common import add_gpu_flag, add_weights_flag, nonneg_int, positive_int
 
 
 def _add_extract_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detect-every", type=int, default=10, metavar="N",
+    p.add_argument("--detect-every", type=positive_int, default=10, metavar="N",
                    help="run the face detector every N frames, carrying the box forward in between (default: 10)")
-    p.add_argument("--detect-width", type=int, default=640, metavar="PX",
+    p.add_argument("--detect-width", type=positive_int, default=640, metavar="PX",
                    help="longer side of the downscaled copy the detector sees (default: 640)")
-    p.add_argument("--upsample", type=int, default=0, metavar="K",
+    p.add_argument("--upsample", type=nonneg_int, default=0, metavar="K",
                    help="dlib detector upsampling steps, for small faces (default: 0)")
 
 
@@ -47,7 +49,14 @@ def register(sub) -> None:
                    "(red) landmarks; with several videos, a folder receiving <video>.mp4")
     d.add_argument("--plot", metavar="OUT.png", help="plot per-block p(fake) over time; with several videos, "
                    "a folder receiving <video>.png")
-    d.add_argument("--max-frames", type=int, default=None, metavar="N", help="only use the first N frames")
+    d.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
+                   help="only use the first N frames of each video")
+    d.add_argument("--fps-policy", choices=("resample", "keep"), default="resample",
+                   help="resample: score a video faster than the weights' training frame rate at that rate, "
+                        "frames chosen by timestamp (default); keep: score every frame")
+    d.add_argument("--max-reused", type=nonneg_int, default=10, metavar="N",
+                   help="a run of more than N frames without landmarks of their own ends a segment and is "
+                        "dropped (default: 10)")
     d.add_argument("--offline", action="store_true", help="never download pretrained weights")
     _add_extract_flags(d)
     add_gpu_flag(d)
@@ -79,38 +88,78 @@ def register(sub) -> None:
     c.add_argument("landmarks", metavar="LANDMARKS.csv")
     c.add_argument("-o", "--output", metavar="OUT.txt",
                    help="output file (default: the landmark file's name with .txt, in the current folder)")
+    c.add_argument("--max-reused", type=nonneg_int, default=10, metavar="N",
+                   help="a run of more than N failed rows ends a segment and is dropped; the longest segment "
+                        "is written (default: 10)")
     c.set_defaults(func=run_calibrate)
 
 
+OUTPUT_FLAGS = (("save_landmarks", ".txt"), ("visualize", ".mp4"), ("plot", ".png"))
+
+
 def _output_for(option: str, video: str, many: bool, suffix: str) -> Path:
-    if not many:
+    if not many and not Path(option).is_dir():
         return Path(option)
     return Path(option) / (Path(video).stem + suffix)
 
 
-def run_detect(args: argparse.Namespace) -> int:
-    from ..detect import detect_video, save_landmarks, write_block_plot, write_visualization
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict[str, Path]]:
+    """Output paths per video and flag; refuses (LrnetError) one that is an input or written twice."""
     from ..errors import LrnetError
+
+    many = len(videos) > 1
+    plan: Dict[str, Dict[str, Path]] = {v: {} for v in videos}
+    written: Dict[Path, str] = {}
+    for option, suffix in OUTPUT_FLAGS:
+        value = getattr(args, option)
+        if not value:
+            continue
+        flag = "--" + option.replace("_", "-")
+        for video in videos:
+            out = _output_for(value, video, many, suffix)
+            if any(_same_file(out, Path(v)) for v in videos):
+                raise LrnetError(f"{out}: {flag} would overwrite an input video; choose another path")
+            key = out.resolve()
+            if key in written:
+                raise LrnetError(f"{out}: {flag} and {written[key]} would write the same file")
+            written[key] = flag
+            plan[video][option] = out
+    return plan
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from ..errors import LrnetError
+
+    missing = [v for v in args.videos if not Path(v).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LrnetError(f"{missing[0]}: no such video file{more}")
+    outputs = _plan_outputs(args, args.videos)  # refused before anything heavy is imported
+
+    from ..detect import detect_video
     from ..model import select_device
     from ..weights import resolve_weights
 
     device = select_device(args.gpu)
     options = _options(args, args.max_frames)
+    options.max_reused = args.max_reused
     weights = resolve_weights(args.weights, device=device, download=not args.offline)
-    many = len(args.videos) > 1
     failures = 0
     if not args.json:
-        print(f"weights: {weights.source}   aggregation: {args.aggregate}")
-        print(f"{'video':<32} {'verdict':>7} {'score':>7} {'blocks':>6} {'frames':>6} {'time s':>7} {'fps':>6}")
+        print(f"weights: {weights.source}   aggregation: {args.aggregate}   frame rate: "
+              + (f"{weights.fps:g} fps ({args.fps_policy})" if weights.fps else "unknown (every frame scored)"))
+        print(f"{'video':<32} {'verdict':>7} {'score':>7} {'blocks':>6} {'frames':>6} {'segs':>4} {'fps':>5} "
+              f"{'time s':>7} {'frames/s':>8}")
     for video in args.videos:
         try:
-            result = detect_video(video, weights, options, args.aggregate, device)
-            if args.save_landmarks:
-                save_landmarks(result, _output_for(args.save_landmarks, video, many, ".txt"))
-            if args.visualize:
-                write_visualization(result, _output_for(args.visualize, video, many, ".mp4"))
-            if args.plot:
-                write_block_plot(result, _output_for(args.plot, video, many, ".png"))
+            result = detect_video(video, weights, options, args.aggregate, device, fps_policy=args.fps_policy)
+            _write_outputs(result, outputs[video])
         except LrnetError as exc:
             failures += 1
             print(f"lrnet detect: error: {exc}", file=sys.stderr)
@@ -120,12 +169,34 @@ def run_detect(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result.to_dict(with_blocks=args.blocks)))
         else:
-            total = result.timing["total"]
-            decoded = result.landmarks.stats.frames
-            print(f"{video:<32} {result.verdict:>7} {result.score:>7.4f} {result.blocks:>6} {result.frames:>6} "
-                  f"{total:>7.2f} {decoded / total if total else 0:>6.1f}")
+            _print_row(video, result)
         sys.stdout.flush()
     return 1 if failures else 0
+
+
+def _write_outputs(result, outputs: Dict[str, Path]) -> None:
+    from ..detect import save_landmarks, write_block_plot, write_visualization
+
+    writers = {"save_landmarks": save_landmarks, "visualize": write_visualization, "plot": write_block_plot}
+    for option, path in outputs.items():
+        writers[option](result, path)
+
+
+def _print_row(video: str, result) -> None:
+    from ..detect import segment_table
+
+    total = result.timing["total"]
+    decoded = result.landmarks.stats.frames
+    verdict = result.verdict + ("*" if result.fps_warning else "")
+    print(f"{video:<32} {verdict:>7} {result.score:>7.4f} {result.blocks:>6} {result.frames:>6} "
+          f"{len(result.segments):>4} {result.fps_used:>5.1f} {total:>7.2f} {decoded / total if total else 0:>8.1f}")
+    if result.fps_warning:
+        print(f"  * {result.fps_warning}")
+    if len(result.segments) > 1:
+        for index, span, frames, blocks, score, verdict in segment_table(result):
+            print(f"  segment {index}: {span:<16} {frames:>6} frames {blocks:>4} blocks  score {score:>6}  {verdict}")
+    for note in result.notes:
+        print(f"  note: {note}")
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -154,6 +225,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     source = Path(args.landmarks)
     if not source.is_file():
         raise LrnetError(f"{source}: no such landmark file")
+    if not Path(args.video).is_file():
+        raise LrnetError(f"{args.video}: no such video file")
+    output = Path(args.output) if args.output else Path(source.stem + ".txt")
+    for given in (source, Path(args.video)):
+        if _same_file(output, given):
+            raise LrnetError(f"{output}: the output would overwrite an input; choose another -o")
     if source.suffix.lower() == ".npy":
         try:
             landmarks = np.load(source, allow_pickle=False)
@@ -162,11 +239,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
         landmarks, success = check_landmarks(landmarks, str(source)), None
     else:
         landmarks, success = read_openface_csv(source)
-    result, skipped, reused = calibrate_video(args.video, landmarks, success)
-    output = Path(args.output) if args.output else Path(source.stem + ".txt")
-    write_landmarks(output, result.sequence)
-    note = f", {skipped} leading frames without a face skipped" if skipped else ""
-    note += f", {reused} failed frames reused the previous landmarks" if reused else ""
-    print(f"{output}: {len(result.sequence)} frames calibrated (face box {int(result.boxes.side.max())} px, "
-          f"{result.lk_rejected} tracked points fell back to the detection{note})")
+    result = calibrate_video(args.video, landmarks, success, max_reused=args.max_reused)
+    sequence = result.sequence
+    try:
+        write_landmarks(output, sequence)
+    except OSError as exc:
+        raise LrnetError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    note = f", {result.skipped} leading frames without a face skipped" if result.skipped else ""
+    note += f", {result.reused} failed frames reused the previous landmarks" if result.reused else ""
+    note += f", {result.dropped} failed frames in long runs dropped" if result.dropped else ""
+    if len(result.segments) > 1:
+        spans = ", ".join(f"{s.start}-{s.stop - 1}" for s in result.segments)
+        note += f"; {len(result.segments)} segments (frames {spans}), the longest written"
+    print(f"{output}: {len(sequence)} frames calibrated (face box {int(result.calibration.boxes.side.max())} px, "
+          f"{result.calibration.lk_rejected} tracked points fell back to the detection{note})")
     return 0
