@@ -115,6 +115,8 @@ class DetectResult:
     block_segment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     block_start_s: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     block_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    weights: str = ""  # where the weights came from (LoadedWeights.source)
+    domain: str = ""  # the footage the weights are meant for (their model card)
 
     def to_dict(self, with_blocks: bool = False) -> Dict[str, object]:
         """JSON-ready: the scoring's own keys (merged in, so new ones flow through), then the video's."""
@@ -128,6 +130,7 @@ class DetectResult:
             "fps_warning": self.fps_warning, "segments": [s.to_dict() for s in self.segments],
             "cuts": [round(c, 3) for c in self.cuts], "dropped_frames": self.dropped_frames,
             "notes": list(self.notes), "timing": {k: round(v, 4) for k, v in self.timing.items()},
+            "weights": self.weights, "domain": self.domain,
         })
         if with_blocks:
             out["block_scores"] = [round(float(v), 6) for v in self.scoring.block_scores]
@@ -145,27 +148,31 @@ class DetectResult:
 
 def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions] = None,
                  aggregation: str = DEFAULT_AGGREGATION, device=None, download: bool = True,
-                 progress: Optional[ProgressFn] = None, fps_policy: str = "resample") -> DetectResult:
+                 progress: Optional[ProgressFn] = None, fps_policy: str = "resample",
+                 threshold: Optional[float] = None, uncertain: bool = True) -> DetectResult:
     """Score one video. `weights`: a registry name, a weights folder, or a `LoadedWeights`.
 
     `progress(stage, fraction)`: stages "landmarks" (decode + detection + landmarks), "calibration",
     "scoring", each with a fraction in [0, 1]. `fps_policy`: "resample" (a video faster than the
-    weights' frame rate is scored at that rate) or "keep" (every frame).
+    weights' frame rate is scored at that rate) or "keep" (every frame). `threshold`: overrides the
+    weights' own (`lrnet.weights.threshold_for`); `uncertain`: report "uncertain" when the score's
+    95% interval contains the threshold.
 
     Raises `LrnetError` naming the video for a missing or unreadable file, no face, or a clip too
     short for one block.
     """
-    from .weights import LoadedWeights, resolve_weights
+    from .weights import LoadedWeights, resolve_weights, threshold_for
 
     if not isinstance(weights, LoadedWeights):
         weights = resolve_weights(str(weights), device=device or "cpu", download=download)
+    decision = _Decision(*threshold_for(weights, aggregation, tuple(weights.models), override=threshold), uncertain)
     started = time.perf_counter()
     plan = plan_frame_rate(video_info(path).fps, weights.fps, fps_policy)
     extracted = extract_video(path, replace(options or ExtractOptions(), fps=plan.target), progress=progress)
     if progress is not None:
         progress("scoring", 0.0)
     t = time.perf_counter()
-    scored = _score_segments(extracted, weights, aggregation, device, str(path))
+    scored = _score_segments(extracted, weights, aggregation, device, str(path), decision)
     t_scoring = time.perf_counter() - t
     if progress is not None:
         progress("scoring", 1.0)
@@ -179,7 +186,8 @@ def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions
                           fps_warning=plan.warning or (None if plan.used else _rate_warning(used, weights.fps)),
                           segments=scored.segments, cuts=list(extracted.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
-                          block_end_s=scored.block_end_s)
+                          block_end_s=scored.block_end_s, weights=weights.source,
+                          domain=str(weights.card.get("domain", "")))
     result.notes = _notes(result)
     return result
 
@@ -187,6 +195,15 @@ def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions
 def _measured_rate(times: np.ndarray) -> float:
     """Mean frame rate of increasing times (s); 0 with fewer than two frames."""
     return float((len(times) - 1) / (times[-1] - times[0])) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+@dataclass
+class _Decision:
+    """How block scores become a verdict: threshold, where it came from, whether "uncertain" is allowed."""
+
+    threshold: float = THRESHOLD
+    source: str = "default"
+    uncertain: bool = True
 
 
 @dataclass
@@ -198,7 +215,8 @@ class _Scored:
     block_end_s: np.ndarray
 
 
-def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device, name: str) -> _Scored:
+def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device, name: str,
+                    decision: _Decision) -> _Scored:
     """Blocks cut per segment, scored together; the video score over all, and one per segment."""
     size = weights.block_size
     segments = landmarks.segments
@@ -206,7 +224,9 @@ def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device
     starts, block_segment = block_starts(lengths, size)
     sequence = landmarks.calibrated().sequence
     blocks = gather_blocks(sequence, starts, size)
-    video = score_blocks(blocks, weights.models, len(sequence), size, aggregation, name, device)
+    video = score_blocks(blocks, weights.models, len(sequence), size, aggregation, name, device,
+                         threshold=decision.threshold, uncertain=decision.uncertain,
+                         threshold_source=decision.source)
     if video.blocks == 0:
         if len(segments) > 1:
             raise LrnetError(f"{name}: too short: no segment has more than {size} frames (longest {max(lengths)} "
@@ -216,7 +236,7 @@ def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device
     times = landmarks.times
     scores = aggregate_blocks(video.block_scores, block_segment, len(segments), aggregation)
     counts = np.bincount(block_segment, minlength=len(segments))
-    threshold = float(getattr(weights, "threshold", THRESHOLD))
+    threshold = decision.threshold
     results = [SegmentResult(i, float(times[s.start]), float(times[s.stop - 1]) + frame_s, len(s), int(counts[i]),
                              float(scores[i]), "n/a" if counts[i] == 0 else
                              ("fake" if scores[i] >= threshold else "real"))

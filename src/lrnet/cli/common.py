@@ -56,6 +56,26 @@ def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -
     parser.add_argument("--root", default="./datasets", help="dataset root folder (default: ./datasets)")
 
 
+def add_operating_flags(p: argparse.ArgumentParser) -> None:
+    """``--threshold`` and ``--no-uncertain`` (evaluate, predict, detect, robustness)."""
+    p.add_argument("--threshold", type=fraction, default=None, metavar="T",
+                   help="video score at or above which a video is called fake (default: the weights' calibrated "
+                        "threshold for this aggregation, else 0.5)")
+    p.add_argument("--no-uncertain", dest="uncertain", action="store_false",
+                   help="always give the real/fake call, even when the score's 95%% interval contains the threshold")
+
+
+
+def verdict_text(row) -> str:
+    """A result row's verdict for a table: "uncertain (fake)" keeps the call it would have had."""
+    return row["verdict"] if row["verdict"] != "uncertain" else f"uncertain ({row['call']})"
+
+
+def interval_text(row) -> str:
+    """A result row's 95% interval as "[lo, hi]", or "-"."""
+    return "-" if row.get("interval") is None else f"[{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
+
+
 # ---------------------------------------------------------------- numeric flag types (parse-time checks)
 # argparse turns the ArgumentTypeError into "argument --x: ..." and exit status 2.
 

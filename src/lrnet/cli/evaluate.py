@@ -18,19 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, add_weights_flag, block_size, branches_of,
-                     fraction, positive_int)
+from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, add_operating_flags, add_weights_flag,
+                     block_size, branches_of, fraction, positive_int)
 
 SPLITS = ("test", "val", "train")
-
-
-def add_operating_flags(p: argparse.ArgumentParser) -> None:
-    """``--threshold`` and ``--no-uncertain`` (shared with ``lrnet predict`` and ``lrnet robustness``)."""
-    p.add_argument("--threshold", type=fraction, default=None, metavar="T",
-                   help="video score at or above which a video is called fake (default: the weights' calibrated "
-                        "threshold for this aggregation, else 0.5)")
-    p.add_argument("--no-uncertain", dest="uncertain", action="store_false",
-                   help="always give the real/fake call, even when the score's 95%% interval contains the threshold")
 
 
 def register(sub) -> None:

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
-from .common import add_branch_flag, add_gpu_flag, add_weights_flag, block_size, branches_of
-from .evaluate import add_operating_flags
+from .common import (add_branch_flag, add_gpu_flag, add_operating_flags, add_weights_flag, block_size, branches_of,
+                     interval_text, verdict_text)
 
 
 def register(sub) -> None:
@@ -82,7 +82,6 @@ def emit(line: str) -> None:
 def table_row(r, width: int) -> str:
     """A table line: video, frames, blocks, score, interval, verdict ("uncertain (fake)" keeps the call)."""
     score = "-" if r["score"] is None else f"{r['score']:.4f}"
-    interval = "-" if r["interval"] is None else f"[{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]"
-    verdict = r["verdict"] if r["verdict"] != "uncertain" else f"uncertain ({r['call']})"
+    interval, verdict = interval_text(r), verdict_text(r)
     extra = f"  ({r['error']})" if r.get("error") else ""
     return f"{r['video']:<{width}}  {r['frames']:>6}  {r['blocks']:>6}  {score:>7}  {interval:>15}  {verdict}{extra}"

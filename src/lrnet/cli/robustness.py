@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .common import (add_dataset_flags, add_gpu_flag, add_weights_flag, fraction, nonneg_int, positive_float,
                      positive_int)
-from .evaluate import SPLITS, add_operating_flags
+from .common import add_operating_flags
+from .evaluate import SPLITS
 
 
 def register(sub) -> None:

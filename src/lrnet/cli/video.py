@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from .common import add_gpu_flag, add_weights_flag, nonneg_int, positive_int
+from .common import (add_gpu_flag, add_operating_flags, add_weights_flag, interval_text, nonneg_int, positive_int,
+                     verdict_text)
 
 
 def _add_extract_flags(p: argparse.ArgumentParser) -> None:
@@ -58,6 +59,7 @@ def register(sub) -> None:
                    help="a run of more than N frames without landmarks of their own ends a segment and is "
                         "dropped (default: 10)")
     d.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    add_operating_flags(d)
     _add_extract_flags(d)
     add_gpu_flag(d)
     d.set_defaults(func=run_detect)
@@ -144,7 +146,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     from ..detect import detect_video
     from ..model import select_device
-    from ..weights import resolve_weights
+    from ..weights import resolve_weights, threshold_for
 
     device = select_device(args.gpu)
     options = _options(args, args.max_frames)
@@ -152,13 +154,16 @@ def run_detect(args: argparse.Namespace) -> int:
     weights = resolve_weights(args.weights, device=device, download=not args.offline)
     failures = 0
     if not args.json:
-        print(f"weights: {weights.source}   aggregation: {args.aggregate}   frame rate: "
+        threshold, source = threshold_for(weights, args.aggregate, tuple(weights.models), args.threshold)
+        print(f"weights: {weights.source}   domain: {weights.card.get('domain') or 'unknown'}")
+        print(f"aggregation: {args.aggregate}   threshold: {threshold:.4f} ({source})   frame rate: "
               + (f"{weights.fps:g} fps ({args.fps_policy})" if weights.fps else "unknown (every frame scored)"))
-        print(f"{'video':<32} {'verdict':>7} {'score':>7} {'blocks':>6} {'frames':>6} {'segs':>4} {'fps':>5} "
-              f"{'time s':>7} {'frames/s':>8}")
+        print(f"{'video':<32} {'verdict':>16} {'score':>7} {'95% interval':>15} {'blocks':>6} {'frames':>6} "
+              f"{'segs':>4} {'fps':>5} {'time s':>7} {'frames/s':>8}")
     for video in args.videos:
         try:
-            result = detect_video(video, weights, options, args.aggregate, device, fps_policy=args.fps_policy)
+            result = detect_video(video, weights, options, args.aggregate, device, fps_policy=args.fps_policy,
+                                  threshold=args.threshold, uncertain=args.uncertain)
             _write_outputs(result, outputs[video])
         except LrnetError as exc:
             failures += 1
@@ -187,9 +192,11 @@ def _print_row(video: str, result) -> None:
 
     total = result.timing["total"]
     decoded = result.landmarks.stats.frames
-    verdict = result.verdict + ("*" if result.fps_warning else "")
-    print(f"{video:<32} {verdict:>7} {result.score:>7.4f} {result.blocks:>6} {result.frames:>6} "
-          f"{len(result.segments):>4} {result.fps_used:>5.1f} {total:>7.2f} {decoded / total if total else 0:>8.1f}")
+    row = result.scoring.to_dict()
+    verdict = verdict_text(row) + ("*" if result.fps_warning else "")
+    rate = decoded / total if total else 0.0
+    print(f"{video:<32} {verdict:>16} {result.score:>7.4f} {interval_text(row):>15} {result.blocks:>6} "
+          f"{result.frames:>6} {len(result.segments):>4} {result.fps_used:>5.1f} {total:>7.2f} {rate:>8.1f}")
     if result.fps_warning:
         print(f"  * {result.fps_warning}")
     if len(result.segments) > 1:
