@@ -31,7 +31,9 @@ def test_verdict_on_a_prefix_of_each_reference_video(reference, dfo_weights, nam
 
     result = detect_video(reference / "videos" / f"{name}.mp4", dfo_weights, ExtractOptions(max_frames=PREFIX))
     assert result.blocks == 2 and result.frames == PREFIX
-    assert result.verdict == EXPECTED[name], (name, result.score, result.scoring.block_scores)
+    # two blocks are little evidence: the call must hold, the verdict may say "uncertain"
+    assert result.scoring.call == EXPECTED[name], (name, result.score, result.scoring.block_scores)
+    assert result.verdict in (EXPECTED[name], "uncertain")
     assert set(result.timing) == {"decode", "detect", "landmarks", "calibration", "scoring", "total"}
 
 
@@ -41,7 +43,8 @@ def test_verdicts_on_the_whole_reference_videos(reference, tmp_path, capsys):
     code = main(["detect", "--json", "--weights", str(reference / "weights" / "dfo"), *videos])
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {Path(r["video"]).stem: r["verdict"] for r in rows} == EXPECTED
+    assert {Path(r["video"]).stem: r["call"] for r in rows} == EXPECTED
+    assert all(r["verdict"] in (r["call"], "uncertain") for r in rows)
 
 
 def test_default_weights_come_from_the_verified_cache(reference, capsys):
@@ -81,7 +84,8 @@ def test_json_landmarks_visualization_and_plot(reference, tmp_path, capsys):
             "--plot", str(tmp_path / "blocks.png")]
     assert main(args + [video]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["verdict"] == "real" and row["blocks"] == 1 and len(row["block_scores"]) == 1
+    assert row["call"] == "real" and row["blocks"] == 1 and len(row["block_scores"]) == 1
+    assert row["verdict"] == "uncertain"  # one block: the interval spans the threshold
     assert row["frames"] == 45 and row["timing"]["total"] > 0
 
     from lrnet.landmarks import read_landmarks
@@ -177,7 +181,8 @@ def test_a_doubled_frame_rate_scores_as_the_original_after_resampling(dfo_weight
     assert np.array_equal(doubled.landmarks.raw, original.landmarks.raw)  # the same frames were landmarked
     assert np.allclose(doubled.scoring.block_scores, original.scoring.block_scores, atol=1e-6)
     assert doubled.landmarks.times.tolist() == pytest.approx(original.landmarks.times.tolist())
-    assert doubled.fps_warning is None and doubled.verdict == original.verdict == "real"
+    assert doubled.fps_warning is None and doubled.scoring.call == original.scoring.call == "real"
+    assert doubled.verdict == original.verdict
     import cv2
 
     from lrnet.detect import write_visualization
@@ -213,7 +218,7 @@ def test_a_real_video_followed_by_a_forged_one_locates_the_fake_segment(referenc
             for f, k in zip(fake, keep_mask(np.arange(120) / 30.0, 25.0)) if k]
     clip = write_clip(tmp_path / "splice.avi", real + fake, 25.0)
     result = detect_video(clip, dfo_weights)
-    assert result.verdict == "real" and result.blocks == 9  # 6 real blocks outvote 3 fake ones
+    assert result.scoring.call == "real" and result.blocks == 9  # 6 real blocks outvote 3 fake ones
     assert [s.verdict for s in result.segments] == ["real", "fake"]
     fake_segment = result.segments[1]
     assert abs(fake_segment.start_s - 8.0) <= 30 / 25 and abs(fake_segment.end_s - 12.0) <= 30 / 25
