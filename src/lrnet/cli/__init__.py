@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from ..errors import LrnetError
 
-COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "video", "train")
+COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "video", "extract", "compress", "dataset", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

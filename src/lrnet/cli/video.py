@@ -53,24 +53,6 @@ def register(sub) -> None:
     add_gpu_flag(d)
     d.set_defaults(func=run_detect)
 
-    e = sub.add_parser("extract", help="turn a folder of videos into landmark files (dataset building)",
-                       description="Extract and calibrate landmarks for every video under INPUT_DIR and write "
-                                   "them as .txt files under OUTPUT_DIR. Resumable (finished outputs are "
-                                   "skipped), atomic, parallel; a CSV log records per-video statistics.")
-    e.add_argument("input_dir", metavar="INPUT_DIR")
-    e.add_argument("output_dir", metavar="OUTPUT_DIR")
-    e.add_argument("--layout", choices=("flat", "ffpp"), default="flat",
-                   help="flat: mirror the input tree; ffpp: map the FaceForensics++ tree onto "
-                        "OUTPUT_DIR/{Origin,DF,F2F,FS,NT}/{raw,c23,c40}/{train,val,test}/ (default: flat)")
-    e.add_argument("--splits", metavar="DIR", help="folder with the FF++ train.json, val.json, test.json "
-                   "(default: INPUT_DIR/splits)")
-    e.add_argument("-j", "--workers", type=int, default=1, metavar="N", help="parallel processes (default: 1)")
-    e.add_argument("--log", metavar="CSV", help="per-video log (default: OUTPUT_DIR/extract_log.csv)")
-    e.add_argument("--overwrite", action="store_true", help="redo videos whose output already exists")
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_extract_flags(e)
-    e.set_defaults(func=run_extract)
-
     c = sub.add_parser("calibrate", help="calibrate landmarks from another detector (OpenFace CSV) against a video",
                        description="Calibrate an OpenFace 2.0 landmark CSV (x_0..x_67, y_0..y_67; one row per "
                                    "frame) or a (frames, 68, 2) .npy array against its video, and write the "
@@ -126,22 +108,6 @@ def run_detect(args: argparse.Namespace) -> int:
                   f"{total:>7.2f} {decoded / total if total else 0:>6.1f}")
         sys.stdout.flush()
     return 1 if failures else 0
-
-
-def run_extract(args: argparse.Namespace) -> int:
-    from ..errors import LrnetError
-    from ..extract import extract_folder
-
-    if args.workers < 1:
-        raise LrnetError(f"--workers must be at least 1, got {args.workers}")
-    if args.splits and args.layout != "ffpp":
-        raise LrnetError("--splits only applies with --layout ffpp")
-    summary = extract_folder(args.input_dir, args.output_dir, layout=args.layout, split_dir=args.splits,
-                             workers=args.workers, options=_options(args), log_path=args.log,
-                             progress=not args.no_progress, overwrite=args.overwrite)
-    print(f"{summary.total} videos: {summary.done} extracted, {summary.skipped_existing} already done, "
-          f"{summary.failed} failed; log: {summary.log}")
-    return 1 if summary.failed else 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
