@@ -52,6 +52,21 @@ def parse_scheduler(text: str) -> SchedulerSpec:
     return SchedulerSpec(address=text)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast (one line) when a tcp:// scheduler refuses connections, instead of Dask's retry loop."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    parts = urlsplit(address)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 8786), timeout=5):
+            pass
+    except OSError as exc:
+        raise LrnetError(f"{address}: cannot reach the Dask scheduler ({exc.strerror or exc})") from None
+
+
 def _distributed():
     try:
         import distributed
@@ -79,6 +94,7 @@ def dask_client(scheduler: str, allowed_failures: int = 3) -> Iterator["object"]
                                                    silence_logs=logging.ERROR)
             client = distributed.Client(cluster)
         else:
+            _check_reachable(spec.address)
             try:
                 client = distributed.Client(spec.address, timeout=CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as exc:
