@@ -32,7 +32,7 @@ import time
 from concurrent.futures import as_completed
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import ffpp
 from .atomic import atomic_path, atomic_write_text
@@ -230,7 +230,7 @@ class JobLog:
 
 # -------------------------------------------------------------------------------------- running
 
-Task = Callable[[Job, object], Outcome]
+Task = Callable[[Job, Any], Outcome]  # task(job, options): a picklable module-level function
 
 
 def _maybe_die_for_test(job: Job) -> None:

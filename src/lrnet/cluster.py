@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 from .batch import Job, Outcome, failure_message
 from .errors import LrnetError
@@ -76,7 +76,7 @@ def _distributed():
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str, allowed_failures: int = 3) -> Iterator["object"]:
+def dask_client(scheduler: str, allowed_failures: int = 3) -> Iterator[Any]:
     """A `distributed.Client` for `scheduler` (see `parse_scheduler`), closed (with its LocalCluster) on exit.
 
     `allowed_failures`: for a LocalCluster, how many worker deaths one task may survive.
@@ -94,7 +94,7 @@ def dask_client(scheduler: str, allowed_failures: int = 3) -> Iterator["object"]
                                                    silence_logs=logging.ERROR)
             client = distributed.Client(cluster)
         else:
-            _check_reachable(spec.address)
+            _check_reachable(str(spec.address))
             try:
                 client = distributed.Client(spec.address, timeout=CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as exc:

@@ -385,7 +385,7 @@ def _cache_key(files: SplitFiles, block_size: int) -> str:
 
 
 def _crc(blocks: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(blocks).reshape(-1).view(np.uint8))
+    return zlib.crc32(np.ascontiguousarray(blocks).reshape(-1).view(np.uint8).data)
 
 
 def _load_cache(stem: Path, key: str, files: SplitFiles, block_size: int, mmap: bool,
@@ -510,13 +510,12 @@ def load_split(root: PathLike, dataset: str, level: str = "raw", split: str = "t
             try:
                 _save_cache(stem, key, files, blocks, frames, block_size)
             except OSError as exc:  # an unwritable cache must not stop training; say so
-                import warnings
-
-                warnings.warn(f"{stem}: could not write the dataset cache ({exc.strerror or exc})", stacklevel=2)
+                log.warning("%s: could not write the dataset cache (%s)", stem, exc.strerror or exc)
             else:
                 if mmap:
                     del blocks
                     blocks = np.load(stem.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
+    assert blocks is not None and frames is not None  # read from the cache or from the files
     block_video = _block_video(frames, block_size)
     from .synthetic import is_synthetic
 
