@@ -83,7 +83,7 @@ def measure(videos: Path, copies: int, max_frames: int, noop: int) -> dict:
         results["pool-2"] = _extract(src, root / "o2", options, workers=2)
         results["dask-local:2"] = _extract(src, root / "o3", options, scheduler="local:2")
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address="127.0.0.1:0", silence_logs=40)
         try:
             results["dask-running-2"] = _extract(src, root / "o4", options, scheduler=cluster.scheduler_address)
             results["overhead_s_per_video"] = {

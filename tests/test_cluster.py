@@ -32,7 +32,7 @@ def scheduler(kill_dir) -> str:
     os.environ[batch.KILL_HOOK_ENV] = str(kill_dir)  # inherited by the worker processes
     try:
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, silence_logs=40)
+                                           dashboard_address="127.0.0.1:0", silence_logs=40)
     finally:
         if old is None:
             os.environ.pop(batch.KILL_HOOK_ENV)
@@ -125,3 +125,12 @@ def test_cli_extract_and_compress_through_a_scheduler(scheduler, clips, tmp_path
 def test_unreachable_scheduler_is_one_line(tmp_path, clips):
     with pytest.raises(LrnetError, match="tcp://127.0.0.1:9: cannot reach the Dask scheduler"):
         compress_folder(clips, tmp_path / "out", scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def test_scheduler_local_starts_and_stops_its_own_cluster(clips, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "clip0.mp4").symlink_to(clips / "sub0" / "clip0.mp4")
+    assert main(["compress", str(one), str(tmp_path / "out"), "--scheduler", "local:1", "-q"]) == 0
+    assert "1 videos: 1 compressed" in capsys.readouterr().out
+    assert (tmp_path / "out" / "clip0.mp4").is_file()

@@ -43,7 +43,8 @@ from .locks import output_lock
 from .parallel import require_parent, worker_pool
 
 __all__ = [
-    "DISK_ERRNOS", "VIDEO_SUFFIXES", "Job", "Outcome", "FolderSummary", "JobLog", "find_videos", "flat_jobs", "ffpp_jobs",
+    "DISK_ERRNOS", "VIDEO_SUFFIXES", "Job", "Outcome", "FolderSummary", "JobLog", "find_videos", "flat_jobs",
+    "ffpp_jobs",
     "refuse_overlap", "failure_message", "run_jobs", "run_task", "extract_folder", "KILL_HOOK_ENV",
 ]
 
@@ -414,5 +415,6 @@ def extract_folder(input_dir: PathLike, output_dir: PathLike, layout: str = "fla
         raise ValueError(f"unknown layout {layout!r}")
     refuse_overlap(input_dir, output_dir, jobs, reread=False)
     return run_jobs(jobs, _extract_one, options or ExtractOptions(), command="extract", output_dir=output_dir,
-                    log_path=log_path, log_fields=[f.name for f in fields(VideoStats)], workers=workers, scheduler=scheduler,
-                    retries=retries, progress=progress, overwrite=overwrite, initializer=_limit_threads)
+                    log_path=log_path, log_fields=[f.name for f in fields(VideoStats)], workers=workers,
+                    scheduler=scheduler, retries=retries, progress=progress, overwrite=overwrite,
+                    initializer=_limit_threads)

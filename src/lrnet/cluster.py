@@ -1,7 +1,7 @@
 """Dask for lrnet's per-video jobs: scheduler specs, a client, one task per video with retries.
 
 ``--scheduler local:N`` starts a `distributed.LocalCluster` of N single-threaded worker processes
-on this machine (bound to 127.0.0.1, no dashboard); ``--scheduler tcp://HOST:8786`` (any address
+on this machine (scheduler and its HTTP status page bound to 127.0.0.1, on free ports); ``--scheduler tcp://HOST:8786`` (any address
 `distributed.Client` accepts) uses a cluster the user already runs (``dask scheduler`` /
 ``dask worker``). Nothing here schedules: tasks go out with `Client.submit` and come back with
 `distributed.as_completed`; Dask re-runs a task whose worker died (up to the scheduler's
@@ -90,7 +90,7 @@ def dask_client(scheduler: str, allowed_failures: int = 3) -> Iterator[Any]:
         if spec.local_workers is not None:
             with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
                 cluster = distributed.LocalCluster(n_workers=spec.local_workers, threads_per_worker=1, processes=True,
-                                                   host="127.0.0.1", dashboard_address=None,
+                                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                                    silence_logs=logging.ERROR)
             client = distributed.Client(cluster)
         else:

@@ -35,7 +35,8 @@ from .batch import (DISK_ERRNOS, VIDEO_SUFFIXES, FolderSummary, Job, Outcome, fl
 from .errors import LrnetError
 from .parallel import require_parent
 
-__all__ = ["MAX_CRF", "Degradation", "degrade_video", "compress_folder", "ffpp_compress_jobs", "LOG_FIELDS"]
+__all__ = ["MAX_CRF", "LOG_FIELDS", "Degradation", "degrade_video", "compress_folder", "ffpp_compress_jobs",
+           "load_pyav"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
@@ -118,8 +119,17 @@ def _pictures(container, stream, settings: Degradation, size: tuple, seed: int) 
         yield img
 
 
+def load_pyav():
+    """The `av` module, or `LrnetError` saying how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise LrnetError("PyAV is not installed (it carries libx264): pip install 'lrnet[video]'") from None
+    return av
+
+
 def _encode(src: Path, dst: Path, settings: Degradation, threads: int) -> _Encoded:
-    import av
+    av = load_pyav()
 
     if not src.is_file():
         raise LrnetError(f"{src}: no such video file")
@@ -146,7 +156,7 @@ def _encode(src: Path, dst: Path, settings: Degradation, threads: int) -> _Encod
 def _write(tmp: Path, dst: Path, pictures: Iterator[np.ndarray], settings: Degradation, size: tuple,
            rate_in: Fraction, rate_out: Fraction, threads: int, src: Path) -> int:
     """Encode `pictures` into `tmp` (format from `dst`'s suffix); returns the frames written."""
-    import av
+    av = load_pyav()
 
     out = av.open(str(tmp), "w", format=_FORMATS.get(dst.suffix.lower(), "mp4"))
     try:

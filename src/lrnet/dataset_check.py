@@ -219,7 +219,9 @@ def _video_frames(path: Optional[Path]) -> Optional[int]:
     """Frames of a video (container header; counted by decoding when the header has none)."""
     if path is None:
         return None
-    import av
+    from .compress import load_pyav
+
+    av = load_pyav()
 
     try:
         with av.open(str(path)) as container:

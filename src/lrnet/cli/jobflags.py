@@ -67,7 +67,8 @@ class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        kind = "error: " if record.levelno >= logging.ERROR else "warning: " if record.levelno >= logging.WARNING else ""
+        kind = ("error: " if record.levelno >= logging.ERROR
+                else "warning: " if record.levelno >= logging.WARNING else "")
         tqdm.write(f"lrnet {self.command}: {kind}{record.getMessage()}", file=sys.stderr)
 
 
