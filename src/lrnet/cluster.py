@@ -1,10 +1,10 @@
 """Dask for lrnet's per-video jobs: scheduler specs, a client, one task per video with retries.
 
 ``--scheduler local:N`` starts a `distributed.LocalCluster` of N single-threaded worker processes
-on this machine (scheduler and its HTTP status page bound to 127.0.0.1, on free ports); ``--scheduler tcp://HOST:8786`` (any address
-`distributed.Client` accepts) uses a cluster the user already runs (``dask scheduler`` /
-``dask worker``). Nothing here schedules: tasks go out with `Client.submit` and come back with
-`distributed.as_completed`; Dask re-runs a task whose worker died (up to the scheduler's
+on this machine (scheduler and its HTTP status page on 127.0.0.1, free ports);
+``--scheduler tcp://HOST:8786`` (any address `distributed.Client` accepts) uses a cluster the user
+already runs (``dask scheduler`` / ``dask worker``). Nothing here schedules: tasks go out with
+`Client.submit` and come back with `distributed.as_completed`; Dask re-runs a task whose worker died (up to the scheduler's
 ``distributed.scheduler.allowed-failures``) and one that raised (``retries``).
 
 Workers must see the input and output paths under the same names (one shared file system) and
