@@ -18,6 +18,9 @@ Throughput is decoded frames / wall seconds of the whole job (pool or cluster st
 unless said). Per-video overhead is measured with a no-op task over ``--noop`` jobs: wall seconds
 per job of the pool and of the cluster, minus nothing (the task does no work).
 
+CPU seconds (this process and every child, reaped or running) give frames per CPU-second, which
+a busy machine disturbs much less than wall time: on a shared machine, read those.
+
 Also: `lrnet compress` frames/s (libx264 crf 23, one single-threaded encoder per worker, 2 workers)
 over the first two videos.
 Prints a table (or JSON) and the machine's load average before and after.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -56,12 +60,29 @@ def _tree(videos: Path, copies: int, root: Path) -> Path:
     return src
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process and all its children, finished or running."""
+    import psutil
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+            live += t.user + t.system
+        except psutil.Error:
+            continue
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + live
+
+
 def _extract(src: Path, out: Path, options: ExtractOptions, **how) -> dict:
-    t = time.perf_counter()
+    cpu, t = _cpu_seconds(), time.perf_counter()
     summary = extract_folder(src, out, options=options, progress=False, **how)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
     assert summary.failed == 0, f"{summary.failed} videos failed; see {summary.log}"
-    return {"videos": summary.done, "frames": summary.frames, "seconds": wall, "fps": summary.frames / wall}
+    return {"videos": summary.done, "frames": summary.frames, "seconds": wall, "fps": summary.frames / wall,
+            "cpu_seconds": cpu, "frames_per_cpu_second": summary.frames / cpu}
 
 
 def _noop_overhead(root: Path, n: int, **how) -> float:
@@ -97,23 +118,25 @@ def measure(videos: Path, copies: int, max_frames: int, noop: int) -> dict:
         few.mkdir()
         for video in sorted(videos.glob("*.mp4"))[:2]:
             (few / video.name).symlink_to(video.resolve())
-        t = time.perf_counter()
+        cpu, t = _cpu_seconds(), time.perf_counter()
         summary = compress_folder(few, root / "c23", crf=23, workers=2, progress=False)
-        results["compress-pool-2"] = {"videos": summary.done, "frames": summary.frames,
-                                      "seconds": time.perf_counter() - t}
-        results["compress-pool-2"]["fps"] = summary.frames / results["compress-pool-2"]["seconds"]
+        wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+        results["compress-pool-2"] = {"videos": summary.done, "frames": summary.frames, "seconds": wall,
+                                      "fps": summary.frames / wall, "cpu_seconds": cpu,
+                                      "frames_per_cpu_second": summary.frames / cpu}
     results["load_after"] = os.getloadavg()
     return results
 
 
 def report(r: dict) -> str:
     lines = [f"cpus {r['cpus']}, load average before {r['load_before'][0]:.2f}, after {r['load_after'][0]:.2f}",
-             f"{'run':<18} {'videos':>6} {'frames':>7} {'seconds':>8} {'frames/s':>9} {'vs pool-2':>9}"]
+             f"{'run':<18} {'videos':>6} {'frames':>7} {'seconds':>8} {'frames/s':>9} {'vs pool-2':>9} "
+             f"{'CPU s':>7} {'frames/CPU-s':>12}"]
     base = r["pool-2"]["fps"]
     for key in ("local-1", "pool-2", "dask-local:2", "dask-running-2", "compress-pool-2"):
         x = r[key]
         lines.append(f"{key:<18} {x['videos']:>6} {x['frames']:>7} {x['seconds']:>8.1f} {x['fps']:>9.1f} "
-                     f"{x['fps'] / base:>9.2f}")
+                     f"{x['fps'] / base:>9.2f} {x['cpu_seconds']:>7.1f} {x['frames_per_cpu_second']:>12.1f}")
     lines.append("per-video overhead (no-op task): " + ", ".join(
         f"{k} {v * 1000:.1f} ms" for k, v in r["overhead_s_per_video"].items()))
     return "\n".join(lines)

@@ -306,6 +306,29 @@ def test_a_second_extract_on_the_same_output_is_stopped_naming_the_first(slow_vi
     assert first.returncode == 130
 
 
+@pytest.mark.misuse
+def test_the_log_is_a_complete_csv_after_kill_9_and_the_rerun_finishes(tmp_path):
+    src = tmp_path / "videos"
+    for i in range(30):
+        write_video(src / f"n{i:02d}.mp4", 4, seed=i)  # each fails fast (no face): one log row each
+    out = tmp_path / "out"
+    log = out / "extract_log.csv"
+    proc = start_lrnet(["extract", str(src), str(out), "-q"])
+    try:
+        wait_for(lambda: log.exists() and log.read_text().count("\n") >= 4, 60, "a few log rows")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        kill_survivors([proc])
+    text = log.read_text()
+    rows = list(csv.reader(text.splitlines()))
+    assert text.endswith("\n") and len({len(r) for r in rows}) == 1 and 2 <= len(rows) <= 31
+    assert rows[0][:2] == ["output", "video"]
+    again = run_lrnet(["extract", str(src), str(out), "-q"])
+    assert again.returncode == 1 and "30 videos: 0 extracted, 0 already done, 30 failed" in again.stdout
+    assert len(list(csv.DictReader(open(log)))) == len(rows) - 1 + 30
+
+
 def _file_size_limit(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
