@@ -16,8 +16,10 @@ the real videos once and all four manipulations.
 
 Parsed blocks are cached (`cache_root`): one uncompressed ``.npy`` per split plus a JSON manifest
 that records the source files' paths, sizes and modification times, the block size and a CRC-32
-of the data. A manifest that does not match the files on disk, or a cache file that is truncated
-or corrupt, is rebuilt from the text files; the cache is derived data and safe to delete.
+of the data. A manifest that does not match the files on disk, or a cache entry that cannot be
+read for any reason (truncated, a damaged header, a CRC mismatch), is rebuilt from the text files;
+temporaries left by killed cache writes are removed after 10 minutes. The cache is derived data and
+safe to delete; its folder is ``$LRNET_DATASET_CACHE`` or ``lrnet.paths.cache_dir() / "datasets"``.
 """
 
 from __future__ import annotations
