@@ -304,6 +304,72 @@ def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path, cache, damage):
     assert load_split(root, "ds", block_size=B, cache=cache).cache_status == "hit"
 
 
+def _corrupt_each_byte(path: Path, positions, reload, expected) -> int:
+    """Change one byte of `path` at each of `positions` (restoring the pristine cache entry in
+    between) and check that `reload()` still returns `expected`; returns how many were rebuilt."""
+    entry = {p: p.read_bytes() for p in (path.with_suffix(".npy"), path.with_suffix(".json"))}
+    rebuilt = 0
+    for i in positions:
+        for p, data in entry.items():
+            p.write_bytes(data)
+        damaged = bytearray(entry[path])
+        damaged[i] = (damaged[i] + 1 + i % 254) % 256  # never the same byte again
+        path.write_bytes(bytes(damaged))
+        bs = reload()
+        np.testing.assert_array_equal(bs.blocks, expected.blocks, err_msg=f"byte {i} of {path.name}")
+        assert bs.videos == expected.videos
+        rebuilt += bs.cache_status == "corrupt"
+    return rebuilt
+
+
+@pytest.mark.misuse
+@pytest.mark.parametrize("mmap", [False, True])
+def test_one_corrupt_byte_anywhere_in_a_cache_header_means_rebuild(tmp_path, cache, mmap):
+    """Every position of the .npy header (magic, version, header length, the dict numpy parses with
+    its tokenizer) and of the JSON manifest: the load still returns the right data."""
+    root = _custom(tmp_path)
+    good = load_split(root, "ds", block_size=B, cache=cache)
+    npy = Path(good.cache_file)
+    header = int.from_bytes(npy.read_bytes()[8:10], "little") + 10  # version 1.0 header size
+    reload = lambda: load_split(root, "ds", block_size=B, cache=cache, mmap=mmap)  # noqa: E731
+    rebuilt = _corrupt_each_byte(npy, range(header), reload, good)
+    assert rebuilt >= header - 20  # a few (padding spaces, the newline) may be harmless
+    manifest = npy.with_suffix(".json")
+    positions = range(0, len(manifest.read_bytes()), 7)
+    assert _corrupt_each_byte(manifest, positions, reload, good) >= 1
+    assert load_split(root, "ds", block_size=B, cache=cache).cache_status in ("hit", "corrupt", "stale")
+
+
+def test_temporaries_of_killed_cache_writes_are_removed(tmp_path, cache):
+    root = _custom(tmp_path)
+    load_split(root, "ds", block_size=B, cache=cache)
+    old, fresh = cache / ".ds-train-x.npy.a1b2.tmp", cache / ".ds-train-x.npy.c3d4.tmp"
+    old.write_bytes(b"killed mid-write")
+    fresh.write_bytes(b"another process is writing this one now")
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert load_split(root, "ds", block_size=B, cache=cache).cache_status == "hit"
+    assert not old.exists() and fresh.exists()
+
+
+def test_cache_dir_and_no_weights_import(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from lrnet.paths import cache_dir
+
+    monkeypatch.setenv("LRNET_CACHE", str(tmp_path / "a"))
+    assert cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("LRNET_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "lrnet"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "lrnet"
+    code = ("import sys; from lrnet.datasets import cache_root; cache_root(); "
+            "assert 'lrnet.weights' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_cache_location_env_and_clear(tmp_path, monkeypatch):
     root = _custom(tmp_path)
     monkeypatch.delenv("LRNET_DATASET_CACHE", raising=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +10,6 @@ import numpy as np
 import pytest
 
 import lrnet.extract as ex
-from lrnet.calibration import Calibration, FaceBoxes
 from lrnet.errors import LrnetError
 from lrnet.landmarks import read_landmarks
 
@@ -82,53 +79,6 @@ def test_largest_face_is_picked_and_the_tracked_face_preferred():
     assert ex._pick_face([], 1.0, None) is None
 
 
-# -------------------------------------------------------------------------------- FF++ layout
-
-
-def make_ffpp_tree(root: Path) -> Path:
-    (root / "splits").mkdir(parents=True)
-    (root / "splits" / "train.json").write_text(json.dumps([["000", "003"]]))
-    (root / "splits" / "val.json").write_text(json.dumps([["001", "870"]]))
-    (root / "splits" / "test.json").write_text(json.dumps([["002", "006"]]))
-    videos = {
-        "original_sequences/youtube/c23/videos": ["000", "003", "001", "999"],
-        "original_sequences/youtube/raw/videos": ["002"],
-        "manipulated_sequences/Deepfakes/c23/videos": ["000_003", "003_000", "870_001"],
-        "manipulated_sequences/Face2Face/c40/videos": ["006_002"],
-        "manipulated_sequences/FaceSwap/raw/videos": ["001_870"],
-        "manipulated_sequences/NeuralTextures/c23/videos": ["002_006"],
-        "manipulated_sequences/DeepFakeDetection/c23/videos": ["01_02__meeting"],
-    }
-    for folder, stems in videos.items():
-        (root / folder).mkdir(parents=True)
-        for stem in stems:
-            (root / folder / f"{stem}.mp4").write_bytes(b"")
-    return root
-
-
-def test_ffpp_layout_maps_videos_to_dataset_folders(tmp_path):
-    root = make_ffpp_tree(tmp_path / "ffpp")
-    jobs = ex.ffpp_jobs(root, tmp_path / "out")
-    got = sorted(str(j.output.relative_to(tmp_path / "out")) for j in jobs)
-    assert got == sorted([
-        "Origin/c23/train/000.txt", "Origin/c23/train/003.txt", "Origin/c23/val/001.txt",
-        "Origin/raw/test/002.txt",
-        "DF/c23/train/000_003.txt", "DF/c23/train/003_000.txt", "DF/c23/val/870_001.txt",
-        "F2F/c40/test/006_002.txt", "FS/raw/val/001_870.txt", "NT/c23/test/002_006.txt",
-    ])  # 999 is in no split; DeepFakeDetection is not an LRNet dataset
-    by_output = {str(j.output.relative_to(tmp_path / "out")): j.video for j in jobs}
-    assert by_output["DF/c23/val/870_001.txt"] == root / "manipulated_sequences/Deepfakes/c23/videos/870_001.mp4"
-
-
-def test_ffpp_layout_errors(tmp_path):
-    with pytest.raises(LrnetError, match="train.json: FF\\+\\+ split file not found"):
-        ex.ffpp_jobs(tmp_path, tmp_path / "out")
-    root = make_ffpp_tree(tmp_path / "ffpp")
-    (root / "splits" / "val.json").write_text('{"a": 1}')
-    with pytest.raises(LrnetError, match="val.json: expected a list of \\[a, b\\] pairs"):
-        ex.ffpp_jobs(root, tmp_path / "out")
-
-
 # ------------------------------------------------------------------------------- error paths
 
 
@@ -178,85 +128,6 @@ def test_sparse_detection_gives_the_landmarks_of_detecting_every_frame(reference
     dense = ex.extract_video(video, ex.ExtractOptions(max_frames=40, detect_every=1), calibrate=False)
     assert dense.stats.detector_runs == 40 and sparse.stats.detector_runs == 4
     assert np.abs(sparse.raw - dense.raw).mean() < 1.0  # px in the 640 x 480 frame
-
-
-# ------------------------------------------------------------------------------- folder job
-
-
-def fake_extract(path, options=None):
-    """Stand-in for extract_video: 'fail' in the name fails, others give a 40-frame sequence."""
-    path = Path(path)
-    if "fail" in path.name:
-        raise LrnetError(f"{path}: no face found in 12 frames")
-    seq = np.full((40, 136), 0.25, np.float32)
-    stats = ex.VideoStats(video=str(path), frames=42, skipped=2, landmarked=40)
-    cal = Calibration(seq, np.zeros((40, 68, 2), np.int64), np.zeros((40, 68, 2), np.int64),
-                      FaceBoxes(np.zeros(40, np.int64), np.zeros(40, np.int64), np.ones(40, np.int64), 1), 0)
-    return ex.VideoLandmarks(np.zeros((40, 68, 2), np.int64), cal, stats)
-
-
-def test_folder_job_is_resumable_logged_and_survives_failures(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "extract_video", fake_extract)
-    src = tmp_path / "videos"
-    (src / "sub").mkdir(parents=True)
-    for name in ("a.mp4", "sub/b.avi", "fail.mp4"):
-        (src / name).write_bytes(b"x")
-    (src / "readme.txt").write_text("not a video")
-    out = tmp_path / "out"
-    summary = ex.extract_folder(src, out, progress=False)
-    assert (summary.total, summary.done, summary.skipped_existing, summary.failed) == (3, 2, 0, 1)
-    assert read_landmarks(out / "a.txt").shape == (40, 136)
-    assert (out / "sub" / "b.txt").is_file() and not (out / "fail.txt").exists()
-    assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporaries
-    rows = list(csv.DictReader(open(summary.log)))
-    assert {Path(r["video"]).name: r["error"] for r in rows}["fail.mp4"].endswith("no face found in 12 frames")
-    assert {r["skipped"] for r in rows if not r["error"]} == {"2"}
-
-    # second run: finished outputs are skipped, only the failed video is retried; log appended
-    before = (out / "a.txt").stat().st_mtime_ns
-    summary = ex.extract_folder(src, out, progress=False)
-    assert (summary.total, summary.done, summary.skipped_existing, summary.failed) == (3, 0, 2, 1)
-    assert (out / "a.txt").stat().st_mtime_ns == before
-    assert len(list(csv.DictReader(open(summary.log)))) == 4
-
-
-def test_folder_job_errors(tmp_path):
-    with pytest.raises(LrnetError, match="input folder not found"):
-        ex.extract_folder(tmp_path / "nope", tmp_path / "out", progress=False)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(LrnetError, match="no video files"):
-        ex.extract_folder(tmp_path / "empty", tmp_path / "out", progress=False)
-
-
-def test_folder_job_with_worker_processes(reference, tmp_path):
-    src = tmp_path / "videos"
-    src.mkdir()
-    (src / "one.mp4").symlink_to(reference / "videos" / "dfo_real.mp4")
-    (src / "two.mp4").symlink_to(reference / "videos" / "dfo_real.mp4")
-    write_video(src / "noface.mp4", 8)
-    summary = ex.extract_folder(src, tmp_path / "out", workers=2, progress=False,
-                                options=ex.ExtractOptions(max_frames=35))
-    assert (summary.done, summary.failed) == (2, 1)
-    one, two = read_landmarks(tmp_path / "out" / "one.txt"), read_landmarks(tmp_path / "out" / "two.txt")
-    assert one.shape == (35, 136) and np.array_equal(one, two)
-
-
-def test_extract_command(tmp_path, monkeypatch, capsys):
-    from lrnet.cli import main
-
-    monkeypatch.setattr(ex, "extract_video", fake_extract)
-    src = tmp_path / "videos"
-    src.mkdir()
-    (src / "a.mp4").write_bytes(b"x")
-    assert main(["extract", str(src), str(tmp_path / "out"), "--no-progress"]) == 0
-    assert "1 videos: 1 extracted, 0 already done, 0 failed" in capsys.readouterr().out
-    (src / "fail.mp4").write_bytes(b"x")
-    assert main(["extract", str(src), str(tmp_path / "out"), "--no-progress", "-j", "1"]) == 1
-    captured = capsys.readouterr()
-    assert "2 videos: 0 extracted, 1 already done, 1 failed" in captured.out
-    assert "fail.mp4: no face found" in captured.err
-    assert main(["extract", str(src), str(tmp_path / "out"), "--splits", str(tmp_path)]) == 2
-    assert "--splits only applies with --layout ffpp" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- edited clips (issue 15)

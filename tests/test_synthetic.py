@@ -149,6 +149,40 @@ def test_cli_generate(tmp_path, capsys):
     assert (root / MARKER_NAME).is_file()
 
 
+@pytest.mark.misuse
+@pytest.mark.parametrize("flags, message", [
+    (["--manipulations", "XX"], "invalid choice: 'XX'"), (["--levels", "c99"], "invalid choice: 'c99'"),
+    (["--videos", "0"], "--videos: '0' must be an integer >= 1"), (["--frames", "10", "x"], "--frames"),
+    (["--seed", "-1"], "--seed"), (["--workers", "-2"], "--workers"),
+])
+def test_cli_generate_flags_are_checked_at_parse_time(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["generate", str(tmp_path / "ds"), *flags, "-q"])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
 def test_cli_generate_user_error(tmp_path, capsys):
-    assert cli_main(["generate", str(tmp_path), "--manipulations", "XX", "-q"]) == 2
-    assert "unknown manipulation" in capsys.readouterr().err
+    assert cli_main(["generate", str(tmp_path), "--frames", "50", "10", "-q"]) == 2
+    assert "--frames LO HI needs LO <= HI" in capsys.readouterr().err
+    assert cli_main(["generate", str(tmp_path), "--videos", "2", "-q"]) == 2
+    assert "--videos must be at least 3" in capsys.readouterr().err
+
+
+@pytest.mark.misuse
+def test_ctrl_c_ends_generate_with_workers_at_once(tmp_path):
+    """`lrnet generate` with a process pool, interrupted as a terminal does (SIGINT to the process group)."""
+    pytest.importorskip("psutil")
+    from helpers_jobs import all_gone, descendants, interrupt, kill_survivors, start_lrnet, wait_for
+
+    proc = start_lrnet(["generate", str(tmp_path / "ds"), "--ffpp-size", "--workers", "2", "-q"])
+    workers = []
+    try:
+        workers = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(descendants(proc.pid)), 30, "2 workers")
+        wait_for(lambda: any((tmp_path / "ds").rglob("*.txt")), 60, "the first files")
+        interrupt(proc)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130 and "Traceback" not in err and "lrnet generate: interrupted" in err
+        assert all_gone(workers, 5), "generate's workers outlived it"
+    finally:
+        kill_survivors([*workers, proc])

@@ -16,16 +16,20 @@ the real videos once and all four manipulations.
 
 Parsed blocks are cached (`cache_root`): one uncompressed ``.npy`` per split plus a JSON manifest
 that records the source files' paths, sizes and modification times, the block size and a CRC-32
-of the data. A manifest that does not match the files on disk, or a cache file that is truncated
-or corrupt, is rebuilt from the text files; the cache is derived data and safe to delete.
+of the data. A manifest that does not match the files on disk, or a cache entry that cannot be
+read for any reason (truncated, a damaged header, a CRC mismatch), is rebuilt from the text files;
+temporaries left by killed cache writes are removed after 10 minutes. The cache is derived data and
+safe to delete; its folder is ``$LRNET_DATASET_CACHE`` or ``lrnet.paths.cache_dir() / "datasets"``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,21 +37,19 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import ffpp
 from .atomic import atomic_open, atomic_write_text
 from .errors import LrnetError
 from .features import DEFAULT_BLOCK_SIZE, cut_blocks, num_blocks
 from .landmarks import FEATURE_SIZE, LANDMARK_SUFFIX, iter_landmarks
+from .paths import cache_dir
 
 PathLike = Union[str, "os.PathLike[str]"]
+log = logging.getLogger(__name__)
 
-FFPP_REAL = "Origin"
-FFPP_FAKES = ("DF", "F2F", "FS", "NT")
-FFPP_ALL = "FF_all"
-FFPP_DATASETS = FFPP_FAKES + (FFPP_ALL,)
-LEVELS = ("raw", "c23", "c40")
-SPLITS = ("train", "val", "test")
 CACHE_ENV = "LRNET_DATASET_CACHE"
 CACHE_VERSION = 1
+STALE_TMP_SECONDS = 600  # a cache temporary older than this is left by a killed write
 
 PREPARE_HINT = ("prepare it with `lrnet extract --layout ffpp ...` from videos, or write a synthetic set with "
                 "`lrnet generate ROOT`")
@@ -158,12 +160,12 @@ def resolve_split(root: PathLike, dataset: str, level: str = "raw", split: str =
     dataset = str(dataset)
     if _is_yaml(dataset):
         return load_yaml_spec(dataset, split)
-    if split not in SPLITS:
-        raise LrnetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split not in ffpp.SPLITS:
+        raise LrnetError(f"unknown split {split!r}; expected one of {', '.join(ffpp.SPLITS)}")
     root = Path(root)
     if not root.is_dir():
         raise LrnetError(f"{root}: dataset root not found; {PREPARE_HINT}")
-    if dataset in FFPP_DATASETS:
+    if dataset in ffpp.DATASETS:
         return _ffpp_spec(root, dataset, level, split)
     custom = root / dataset
     if custom.is_dir():
@@ -175,18 +177,18 @@ def resolve_split(root: PathLike, dataset: str, level: str = "raw", split: str =
                                  f"is laid out as {root}/{dataset}/{{real,fake}}/{{train,val,test}}/*.txt")
             spec.sources.append(Source(folder, label))
         return spec
-    raise LrnetError(f"unknown dataset {dataset!r}: expected {', '.join(FFPP_DATASETS)}, a folder "
+    raise LrnetError(f"unknown dataset {dataset!r}: expected {', '.join(ffpp.DATASETS)}, a folder "
                      f"{custom}/{{real,fake}}/{{train,val,test}} or a YAML description file (*.yaml)")
 
 
 def _ffpp_spec(root: Path, dataset: str, level: str, split: str) -> SplitSpec:
-    if level not in LEVELS:
-        raise LrnetError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
-    fakes = FFPP_FAKES if dataset == FFPP_ALL else (dataset,)
+    if level not in ffpp.LEVELS:
+        raise LrnetError(f"unknown level {level!r}; expected one of {', '.join(ffpp.LEVELS)}")
+    fakes = ffpp.FAKES if dataset == ffpp.ALL else (dataset,)
     # FF_all training lists the real blocks once per manipulation (balanced classes, as the reference).
-    real_repeats = len(fakes) if (dataset == FFPP_ALL and split == "train") else 1
+    real_repeats = len(fakes) if (dataset == ffpp.ALL and split == "train") else 1
     spec = SplitSpec(name=f"{dataset}/{level}/{split}", root=root)
-    for subset, label, repeats in [(FFPP_REAL, 0, real_repeats)] + [(f, 1, 1) for f in fakes]:
+    for subset, label, repeats in [(ffpp.REAL, 0, real_repeats)] + [(f, 1, 1) for f in fakes]:
         base = root / subset
         if not base.is_dir():
             raise LrnetError(f"{base}: missing FF++ subset {subset!r} (needed for dataset {dataset}); {PREPARE_HINT}")
@@ -194,7 +196,7 @@ def _ffpp_spec(root: Path, dataset: str, level: str, split: str) -> SplitSpec:
             found = sorted(p.name for p in base.iterdir() if p.is_dir())
             raise LrnetError(f"{base / level}: missing level {level!r} of {subset} (found: "
                              f"{', '.join(found) or 'nothing'}); choose one with -l/--level or {PREPARE_HINT}")
-        folder = base / level / split
+        folder = ffpp.landmark_dir(root, subset, level, split)
         if not folder.is_dir():
             raise LrnetError(f"{folder}: missing split {split!r} of {subset}/{level}; {PREPARE_HINT}")
         spec.sources.append(Source(folder, label, repeats))
@@ -357,15 +359,13 @@ def _sample_index(block_video: np.ndarray, repeats: np.ndarray) -> np.ndarray:
 
 def cache_root(cache: Union[bool, PathLike, None] = True) -> Optional[Path]:
     """The dataset cache folder: `cache` when it is a path; ``$LRNET_DATASET_CACHE``; else
-    ``lrnet.weights.cache_dir() / "datasets"`` (``~/.cache/lrnet/datasets``). None when `cache` is False."""
+    ``lrnet.paths.cache_dir() / "datasets"`` (``~/.cache/lrnet/datasets``). None when `cache` is False."""
     if cache is False or cache is None:
         return None
     if cache is not True:
         return Path(cache).expanduser()
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    from .weights import cache_dir  # lazy: weights imports torch
-
     return cache_dir() / "datasets"
 
 
@@ -387,37 +387,57 @@ def _cache_key(files: SplitFiles, block_size: int) -> str:
 
 
 def _crc(blocks: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(blocks).reshape(-1).view(np.uint8))
+    return zlib.crc32(np.ascontiguousarray(blocks).reshape(-1).view(np.uint8).data)
 
 
 def _load_cache(stem: Path, key: str, files: SplitFiles, block_size: int, mmap: bool,
                 verify: bool) -> Tuple[Optional[Tuple[np.ndarray, np.ndarray]], str]:
-    """Return ``((blocks, frames), "hit")`` or ``(None, why)`` with why in miss/stale/corrupt."""
-    manifest_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
-    if not manifest_path.is_file():
+    """Return ``((blocks, frames), "hit")`` or ``(None, why)`` with why in miss/stale/corrupt.
+
+    The cache is derived data: any failure to read an entry (truncated or damaged manifest or
+    array, a header numpy cannot parse, wrong shapes, a CRC mismatch) means "rebuild it".
+    """
+    if not stem.with_suffix(".json").is_file():
         return None, "miss"
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _read_cache(stem, key, files, block_size, mmap, verify)
+    except Exception as exc:  # noqa: BLE001 -- whatever the damage, the entry is rebuilt
+        log.debug("%s: unreadable cache entry (%s: %s); rebuilding", stem, type(exc).__name__, exc)
+        return None, "corrupt"
+
+
+def _read_cache(stem: Path, key: str, files: SplitFiles, block_size: int, mmap: bool,
+                verify: bool) -> Tuple[Optional[Tuple[np.ndarray, np.ndarray]], str]:
+    manifest = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
         return None, "corrupt"
     if manifest.get("version") != CACHE_VERSION or manifest.get("key") != key:
         return None, "stale"
-    try:
-        frames = np.asarray(manifest["video_frames"], dtype=np.int64)
-        n_blocks = int(manifest["n_blocks"])
-        if (frames.shape != (len(files.paths),) or manifest.get("videos") != files.videos
-                or int(np.sum(num_blocks(frames, block_size))) != n_blocks
-                or data_path.stat().st_size != int(manifest["npy_bytes"])):
-            return None, "corrupt"
-        blocks = np.load(data_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
+    data_path = stem.with_suffix(".npy")
+    frames = np.asarray(manifest["video_frames"], dtype=np.int64)
+    n_blocks = int(manifest["n_blocks"])
+    if (frames.shape != (len(files.paths),) or manifest.get("videos") != files.videos
+            or int(np.sum(num_blocks(frames, block_size))) != n_blocks
+            or data_path.stat().st_size != int(manifest["npy_bytes"])):
         return None, "corrupt"
+    blocks = np.load(data_path, mmap_mode="r" if mmap else None, allow_pickle=False)
     if (blocks.dtype != np.float32 or blocks.shape != (n_blocks, block_size, FEATURE_SIZE)
             or not blocks.flags.c_contiguous):
         return None, "corrupt"
     if verify and _crc(blocks) != int(manifest["crc32"]):
         return None, "corrupt"
     return (blocks, frames), "hit"
+
+
+def _remove_stale_temporaries(folder: Path, age: float = STALE_TMP_SECONDS) -> None:
+    """Delete temporaries (``.*.tmp``) of cache writes killed more than `age` seconds ago."""
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > age:
+                tmp.unlink()
+        except OSError:
+            continue  # removed meanwhile, or not ours to remove
 
 
 def _save_cache(stem: Path, key: str, files: SplitFiles, blocks: np.ndarray, frames: np.ndarray, block_size: int) -> None:
@@ -479,6 +499,8 @@ def load_split(root: PathLike, dataset: str, level: str = "raw", split: str = "t
     folder = cache_root(cache)
     status, stem, blocks, frames = "off", None, None, None
     if folder is not None:
+        if folder.is_dir():
+            _remove_stale_temporaries(folder)
         stem = _cache_entry(folder, files, block_size)
         key = _cache_key(files, block_size)
         loaded, status = _load_cache(stem, key, files, block_size, mmap, (not mmap) if verify is None else verify)
@@ -490,13 +512,12 @@ def load_split(root: PathLike, dataset: str, level: str = "raw", split: str = "t
             try:
                 _save_cache(stem, key, files, blocks, frames, block_size)
             except OSError as exc:  # an unwritable cache must not stop training; say so
-                import warnings
-
-                warnings.warn(f"{stem}: could not write the dataset cache ({exc.strerror or exc})", stacklevel=2)
+                log.warning("%s: could not write the dataset cache (%s)", stem, exc.strerror or exc)
             else:
                 if mmap:
                     del blocks
                     blocks = np.load(stem.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
+    assert blocks is not None and frames is not None  # read from the cache or from the files
     block_video = _block_video(frames, block_size)
     from .synthetic import is_synthetic
 
@@ -516,7 +537,7 @@ def load_split(root: PathLike, dataset: str, level: str = "raw", split: str = "t
     )
 
 
-def load_splits(root: PathLike, dataset: str, level: str = "raw", splits: Iterable[str] = SPLITS,
+def load_splits(root: PathLike, dataset: str, level: str = "raw", splits: Iterable[str] = ffpp.SPLITS,
                 block_size: int = DEFAULT_BLOCK_SIZE, **kwargs) -> Dict[str, BlockSet]:
     """`load_split` for several splits (train, val, test by default); keyword arguments as there."""
     return {s: load_split(root, dataset, level, s, block_size, **kwargs) for s in splits}

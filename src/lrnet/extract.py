@@ -22,7 +22,7 @@ Per video (`extract_video`):
    from the first decode (with a margin); if a final stable box does not fit them (or the cache
    would exceed `cache_mb`), the video is decoded a second time instead, so the result is exact.
 
-`extract_folder` runs this over a tree of videos (resumable, atomic, parallel, logged). A landmark
+`lrnet.batch.extract_folder` runs this over a tree of videos (resumable, atomic, parallel, logged). A landmark
 file holds one sequence per video: `VideoLandmarks.sequence`, the longest segment.
 
 Licence note: the 68-point predictor was trained on iBUG 300-W, whose licence excludes commercial use.
@@ -30,15 +30,12 @@ Licence note: the 68-point predictor was trained on iBUG 300-W, whose licence ex
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import itertools
-import json
 import os
-import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -47,7 +44,6 @@ import numpy as np
 from .calibration import (BOX_SCALE, MAX_REUSED, Calibration, FaceBoxes, calibrate_crops, concat_calibrations,
                           crop_face, stable_face_boxes)
 from .errors import LrnetError
-from .landmarks import LANDMARK_SUFFIX, write_landmarks
 from .segments import FACE, NO_FACE, REUSED, Segment, find_segments, longest
 from .video import MAX_FRAMES, Frame, VideoInfo, VideoReader, prefetch, read_frames
 
@@ -596,179 +592,3 @@ def _crops_from_video(path: Path, frame_index: np.ndarray, boxes: FaceBoxes) -> 
             j += 1
             if j == len(frame_index):
                 return
-
-
-# ------------------------------------------------------------------------------ folder job
-
-FFPP_METHODS = {"Deepfakes": "DF", "Face2Face": "F2F", "FaceSwap": "FS", "NeuralTextures": "NT"}
-FFPP_LEVELS = ("raw", "c23", "c40")
-FFPP_SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Job:
-    video: Path
-    output: Path
-
-
-def find_videos(root: Path) -> List[Path]:
-    """Video files (by extension) under `root`, sorted."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-
-
-def flat_jobs(input_dir: Path, output_dir: Path) -> List[Job]:
-    """Mirror the input tree: ``in/a/b.mp4 -> out/a/b.txt``."""
-    return [Job(v, (output_dir / v.relative_to(input_dir)).with_suffix(LANDMARK_SUFFIX))
-            for v in find_videos(input_dir)]
-
-
-def read_ffpp_splits(split_dir: Path) -> Dict[str, str]:
-    """Map each FF++ video stem (``000``, ``000_003``) to its split, from train/val/test.json.
-
-    Each JSON file is a list of ``[a, b]`` pairs: originals ``a`` and ``b`` and manipulated
-    ``a_b`` and ``b_a`` belong to that split.
-    """
-    split_of: Dict[str, str] = {}
-    for split in FFPP_SPLITS:
-        path = split_dir / f"{split}.json"
-        if not path.is_file():
-            raise LrnetError(f"{path}: FF++ split file not found (give --splits DIR with train/val/test.json)")
-        try:
-            pairs = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise LrnetError(f"{path}: not a readable JSON file ({exc})") from None
-        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise LrnetError(f"{path}: expected a list of [a, b] pairs of video ids")
-        for a, b in pairs:
-            for stem in (str(a), str(b), f"{a}_{b}", f"{b}_{a}"):
-                split_of[stem] = split
-    return split_of
-
-
-def ffpp_jobs(input_dir: Path, output_dir: Path, split_dir: Optional[Path] = None) -> List[Job]:
-    """Map the FF++ video tree onto ``OUT/{Origin,DF,F2F,FS,NT}/{raw,c23,c40}/{train,val,test}/<video>.txt``.
-
-    Reads ``original_sequences/youtube/<level>/videos/*.mp4`` and
-    ``manipulated_sequences/<method>/<level>/videos/*.mp4``; videos of other methods (e.g.
-    DeepFakeDetection, FaceShifter) and videos in no split are left out.
-    """
-    split_dir = split_dir or input_dir / "splits"
-    split_of = read_ffpp_splits(split_dir)
-    sources = [("Origin", input_dir / "original_sequences" / "youtube")]
-    sources += [(short, input_dir / "manipulated_sequences" / method) for method, short in FFPP_METHODS.items()]
-    jobs = []
-    for name, base in sources:
-        for level in FFPP_LEVELS:
-            folder = base / level / "videos"
-            if not folder.is_dir():
-                continue
-            for video in sorted(folder.iterdir()):
-                if video.suffix.lower() not in VIDEO_SUFFIXES:
-                    continue
-                split = split_of.get(video.stem)
-                if split is not None:
-                    jobs.append(Job(video, output_dir / name / level / split / f"{video.stem}{LANDMARK_SUFFIX}"))
-    if not jobs:
-        raise LrnetError(f"{input_dir}: no FF++ videos found (expected original_sequences/youtube/<level>/videos "
-                         "and manipulated_sequences/<method>/<level>/videos)")
-    return jobs
-
-
-def _extract_one(job: Job, options: ExtractOptions) -> VideoStats:
-    """Worker: extract, calibrate and write one video; errors become ``stats.error``."""
-    try:
-        result = extract_video(job.video, options)
-        write_landmarks(job.output, result.sequence)
-        return result.stats
-    except LrnetError as exc:
-        return VideoStats(video=str(job.video), error=str(exc))
-    except Exception as exc:  # keep the folder job going; the log names the video and the failure
-        return VideoStats(video=str(job.video), error=f"{job.video}: {type(exc).__name__}: {exc}")
-
-
-LOG_FIELDS = ["output"] + [f.name for f in fields(VideoStats)]
-
-
-@dataclass
-class FolderSummary:
-    total: int
-    done: int
-    skipped_existing: int
-    failed: int
-    log: Path
-
-
-def extract_folder(input_dir: PathLike, output_dir: PathLike, layout: str = "flat",
-                   split_dir: Optional[PathLike] = None, workers: int = 1,
-                   options: Optional[ExtractOptions] = None, log_path: Optional[PathLike] = None,
-                   progress: bool = True, overwrite: bool = False) -> FolderSummary:
-    """Turn a folder of videos into landmark files; resumable, atomic, parallel, logged.
-
-    Finished outputs are skipped (unless `overwrite`); each file is written atomically, so a killed
-    run loses at most the videos in flight. One CSV row per processed video is appended to
-    `log_path` (default ``OUTPUT_DIR/extract_log.csv``) as soon as it finishes.
-    """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.is_dir():
-        raise LrnetError(f"{input_dir}: input folder not found")
-    options = options or ExtractOptions()
-    if layout == "ffpp":
-        jobs = ffpp_jobs(input_dir, output_dir, Path(split_dir) if split_dir else None)
-    elif layout == "flat":
-        jobs = flat_jobs(input_dir, output_dir)
-        if not jobs:
-            raise LrnetError(f"{input_dir}: no video files ({', '.join(VIDEO_SUFFIXES[:4])} ...) found")
-    else:
-        raise ValueError(f"unknown layout {layout!r}")
-    todo = [j for j in jobs if overwrite or not j.output.is_file()]
-    log_path = Path(log_path) if log_path else output_dir / "extract_log.csv"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    new_log = not log_path.is_file() or log_path.stat().st_size == 0
-    failed = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="extracting", unit="video", file=sys.stderr)
-    with open(log_path, "a", newline="", encoding="utf-8") as log_file:
-        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-        if new_log:
-            writer.writeheader()
-
-        def record(job: Job, stats: VideoStats) -> None:
-            nonlocal failed
-            if stats.error:
-                failed += 1
-                message = stats.error
-                (bar.write if bar is not None else print)(f"lrnet extract: error: {message}", file=sys.stderr)
-            writer.writerow({"output": str(job.output), **stats.row()})
-            log_file.flush()
-            if bar is not None:
-                bar.update(1)
-
-        try:
-            if workers <= 1 or len(todo) <= 1:
-                for job in todo:
-                    record(job, _extract_one(job, options))
-            else:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor, as_completed
-
-                # spawn, not fork: a forked child inherits OpenCV's and dlib's thread state (and
-                # our decoder threads' locks) and can deadlock.
-                context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                         initializer=_worker_init) as pool:
-                    futures = {pool.submit(_extract_one, job, options): job for job in todo}
-                    for future in as_completed(futures):
-                        record(futures[future], future.result())
-        finally:
-            if bar is not None:
-                bar.close()
-    return FolderSummary(len(jobs), len(todo) - failed, len(jobs) - len(todo), failed, log_path)
-
-
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core: no oversubscription inside OpenCV

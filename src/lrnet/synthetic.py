@@ -33,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import ffpp
 from .atomic import atomic_write_text
 from .errors import LrnetError
 from .landmarks import FEATURE_SIZE, NUM_POINTS, write_landmarks
@@ -43,9 +44,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 MARKER_NAME = "SYNTHETIC_LRNET.json"
 GENERATOR_VERSION = 2
 FPS = 30.0
-MANIPULATIONS = ("DF", "F2F", "FS", "NT")
-LEVELS = ("raw", "c23", "c40")
-SPLITS = ("train", "val", "test")
 FFPP_SIZE = {"train": 720, "val": 140, "test": 140}  # videos per split in FaceForensics++
 FFPP_FRAMES = (300, 700)
 
@@ -291,7 +289,7 @@ def video_frames(seed: int, video: int, frames: Tuple[int, int]) -> int:
 def real_video(seed: int, video: int, frames: int, level: str = "raw") -> np.ndarray:
     """Synthetic real clip number `video`: ``(frames, 136)`` float64 on the whole-pixel grid."""
     content = _content(_rng(seed, _STREAM_CONTENT, video), frames)
-    return _render(content, _rng(seed, _STREAM_REAL, LEVELS.index(level), video), LEVEL_NOISE[level])
+    return _render(content, _rng(seed, _STREAM_REAL, ffpp.LEVELS.index(level), video), LEVEL_NOISE[level])
 
 
 def fake_video(seed: int, target: int, source: int, frames: int, manipulation: str = "DF", level: str = "raw",
@@ -302,12 +300,12 @@ def fake_video(seed: int, target: int, source: int, frames: int, manipulation: s
     the target identity. All carry the inner-face temporal artifact. ``(frames, 136)`` float64.
     """
     if manipulation not in MANIPULATION_REGIONS:
-        raise LrnetError(f"unknown manipulation {manipulation!r}; expected one of {MANIPULATIONS}")
+        raise LrnetError(f"unknown manipulation {manipulation!r}; expected one of {ffpp.FAKES}")
     content = _content(_rng(seed, _STREAM_CONTENT, target), frames)
     source_shape = None
     if manipulation in ("DF", "FS"):
         source_shape = _content(_rng(seed, _STREAM_CONTENT, source), 1).shape
-    rng = _rng(seed, _STREAM_FAKE, MANIPULATIONS.index(manipulation), LEVELS.index(level), target, source)
+    rng = _rng(seed, _STREAM_FAKE, ffpp.FAKES.index(manipulation), ffpp.LEVELS.index(level), target, source)
     strength = _difficulty_strength(difficulty) * float(np.exp(np.clip(rng.normal(0.0, 0.5), -1.0, 0.7)))
     return _render(content, rng, LEVEL_NOISE[level], artifact=MANIPULATION_REGIONS[manipulation],
                    source_shape=source_shape, strength=strength)
@@ -335,20 +333,20 @@ def _run_job(job: _Job) -> int:
 
 
 def split_videos(videos_per_split: Mapping[str, int]) -> Dict[str, List[Tuple[int, int]]]:
-    """(target, source) pairs per split: ids numbered consecutively over splits in `SPLITS` order;
+    """(target, source) pairs per split: ids numbered consecutively over splits in `lrnet.ffpp.SPLITS` order;
     each target's source is the next video of the same split (cyclically), as FF++ pairs videos."""
     out: Dict[str, List[Tuple[int, int]]] = {}
     start = 0
-    for split in SPLITS:
+    for split in ffpp.SPLITS:
         n = int(videos_per_split.get(split, 0))
         if n < 0:
             raise LrnetError(f"videos per split must be >= 0, got {split}={n}")
         ids = list(range(start, start + n))
         out[split] = [(v, ids[(i + 1) % n]) for i, v in enumerate(ids)]
         start += n
-    unknown = set(videos_per_split) - set(SPLITS)
+    unknown = set(videos_per_split) - set(ffpp.SPLITS)
     if unknown:
-        raise LrnetError(f"unknown split(s) {sorted(unknown)}; expected {SPLITS}")
+        raise LrnetError(f"unknown split(s) {sorted(unknown)}; expected {ffpp.SPLITS}")
     return out
 
 
@@ -367,11 +365,11 @@ def generate_ffpp(root: PathLike, videos_per_split: Optional[Mapping[str, int]] 
     root = Path(root)
     videos_per_split = dict(videos_per_split if videos_per_split is not None else {"train": 40, "val": 10, "test": 10})
     for m in manipulations:
-        if m not in MANIPULATIONS:
-            raise LrnetError(f"unknown manipulation {m!r}; expected some of {MANIPULATIONS}")
+        if m not in ffpp.FAKES:
+            raise LrnetError(f"unknown manipulation {m!r}; expected some of {ffpp.FAKES}")
     for lv in levels:
-        if lv not in LEVELS:
-            raise LrnetError(f"unknown level {lv!r}; expected some of {LEVELS}")
+        if lv not in ffpp.LEVELS:
+            raise LrnetError(f"unknown level {lv!r}; expected some of {ffpp.LEVELS}")
     lo, hi = (int(frames[0]), int(frames[1]))
     if not 1 <= lo <= hi:
         raise LrnetError(f"frame range must satisfy 1 <= LO <= HI, got {lo} {hi}")
@@ -385,11 +383,11 @@ def generate_ffpp(root: PathLike, videos_per_split: Optional[Mapping[str, int]] 
             for target, source in split_pairs:
                 n = video_frames(seed, target, (lo, hi))
                 name = f"{target:0{width}d}"
-                jobs.append(_Job(str(root / "Origin" / level / split / f"{name}.txt"), seed, target, -1, n,
-                                 "", level, difficulty))
+                jobs.append(_Job(str(ffpp.landmark_dir(root, ffpp.REAL, level, split) / f"{name}.txt"), seed,
+                                 target, -1, n, "", level, difficulty))
                 for m in manipulations:
-                    jobs.append(_Job(str(root / m / level / split / f"{name}_{source:0{width}d}.txt"), seed, target,
-                                     source, n, m, level, difficulty))
+                    jobs.append(_Job(str(ffpp.landmark_dir(root, m, level, split) / f"{name}_{source:0{width}d}.txt"),
+                                     seed, target, source, n, m, level, difficulty))
     for d in {Path(j.path).parent for j in jobs}:
         d.mkdir(parents=True, exist_ok=True)
     # Chunks of similar cost keep both the processes and the progress bar busy.
@@ -401,7 +399,7 @@ def generate_ffpp(root: PathLike, videos_per_split: Optional[Mapping[str, int]] 
         "note": "SYNTHETIC landmark data generated by lrnet (lrnet.synthetic); not real FaceForensics++ videos.",
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
-        "videos_per_split": {s: int(videos_per_split.get(s, 0)) for s in SPLITS},
+        "videos_per_split": {s: int(videos_per_split.get(s, 0)) for s in ffpp.SPLITS},
         "manipulations": list(manipulations),
         "levels": list(levels),
         "frames": [lo, hi],

@@ -34,6 +34,7 @@ from .errors import LrnetError, one_line
 from .features import BRANCHES, check_block_size
 from .legacy import keras_pair_paths, load_keras_pair
 from .model import LoadedWeights, ModelConfig, build_model, check_state_dict  # noqa: F401  (re-exported)
+from .paths import cache_dir  # noqa: F401  (where weights are cached; re-exported)
 
 PathLike = Union[str, "os.PathLike[str]"]
 _OFFICIAL = "https://github.com/frederickszk/LRNet/raw/main"
@@ -99,14 +100,6 @@ PRETRAINED: Dict[str, PretrainedPair] = {
         },
     ),
 }
-
-
-def cache_dir() -> Path:
-    """Where downloaded weights live: ``$LRNET_CACHE``, else ``$XDG_CACHE_HOME/lrnet``, else ``~/.cache/lrnet``."""
-    if os.environ.get("LRNET_CACHE"):
-        return Path(os.environ["LRNET_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "lrnet"
 
 
 def sha256_of(path: PathLike) -> str:

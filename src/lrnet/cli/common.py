@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from ..ffpp import LEVELS
+
 __all__ = ["add_branch_flag", "add_dataset_flags", "add_gpu_flag", "add_weights_flag", "block_size", "branches_of",
            "device_name", "float_range", "fraction", "int_range", "nonempty_path", "nonneg_float", "nonneg_int",
            "port_number", "positive_float", "positive_int", "seed"]
@@ -51,7 +53,7 @@ def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -
     parser.add_argument("-d", "--dataset", default=["DF"] if multiple else "DF", metavar="NAME", **many,
                         help="DF, F2F, FS, NT, FF_all, a custom dataset name under --root, or a dataset YAML file "
                              "(default: DF)")
-    parser.add_argument("-l", "--level", default=["raw"] if multiple else "raw", choices=("raw", "c23", "c40"),
+    parser.add_argument("-l", "--level", default=["raw"] if multiple else "raw", choices=LEVELS,
                         **many, help="FF++ compression level (default: raw)")
     parser.add_argument("--root", default="./datasets", help="dataset root folder (default: ./datasets)")
 

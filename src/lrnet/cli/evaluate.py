@@ -18,10 +18,18 @@ import json
 import sys
 from pathlib import Path
 
-from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, add_operating_flags, add_weights_flag,
-                     block_size, branches_of, fraction, positive_int)
-
-SPLITS = ("test", "val", "train")
+from ..ffpp import SPLITS
+from .common import (
+    add_branch_flag,
+    add_dataset_flags,
+    add_gpu_flag,
+    add_operating_flags,
+    add_weights_flag,
+    block_size,
+    branches_of,
+    fraction,
+    positive_int,
+)
 
 
 def register(sub) -> None:
@@ -141,7 +149,14 @@ def _calibrate(args, weights, dataset, level, branches, device, block_size, load
 def _run_single(args, weights, dataset, level, branches, device, block_size) -> int:
     from ..datasets import load_split
     from ..errors import LrnetError
-    from ..evaluate import evaluate, format_report, no_block_reason, report_json, safe_name, save_report
+    from ..evaluate import (
+        evaluate,
+        format_report,
+        no_block_reason,
+        report_json,
+        safe_name,
+        save_report,
+    )
 
     load_kwargs = {"cache": not args.no_cache}
     if args.calibrate:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..ffpp import FAKES, LEVELS
+from .common import nonneg_int, positive_int
+
 DEFAULT_VIDEOS = 60
 DEFAULT_FRAMES = (120, 240)
 
@@ -15,22 +18,23 @@ def register(sub) -> None:
                     "(real) and ROOT/MANIP/LEVEL/SPLIT/NNN_MMM.txt (fake), plus a marker file saying it is synthetic. "
                     "Faces move, blink and talk; fakes carry a temporal artifact in the inner-face landmarks.")
     p.add_argument("root", metavar="ROOT", help="dataset root to write (e.g. ./datasets)")
-    p.add_argument("--videos", type=int, default=None, metavar="N",
+    p.add_argument("--videos", type=positive_int, default=None, metavar="N",
                    help=f"real videos in all, split 72/14/14 %% into train/val/test as FF++ "
                         f"(default {DEFAULT_VIDEOS}; --ffpp-size: 1000)")
-    p.add_argument("--frames", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+    p.add_argument("--frames", type=positive_int, nargs=2, default=None, metavar=("LO", "HI"),
                    help=f"frames per video, drawn uniformly from LO..HI (default {DEFAULT_FRAMES[0]} {DEFAULT_FRAMES[1]}; "
                         f"--ffpp-size: 300 700)")
-    p.add_argument("--manipulations", nargs="+", default=["DF"], metavar="M",
-                   help="fake subsets to write: DF F2F FS NT (default: DF)")
-    p.add_argument("--levels", nargs="+", default=["raw"], metavar="LEVEL",
-                   help="compression levels to write: raw c23 c40 (default: raw)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed and flags, same files (default 0)")
+    p.add_argument("--manipulations", nargs="+", default=["DF"], metavar="M", choices=FAKES,
+                   help=f"fake subsets to write: {' '.join(FAKES)} (default: DF)")
+    p.add_argument("--levels", nargs="+", default=["raw"], metavar="LEVEL", choices=LEVELS,
+                   help=f"compression levels to write: {' '.join(LEVELS)} (default: raw)")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="random seed; same seed and flags, same files (default 0)")
     p.add_argument("--difficulty", default="medium",
                    help="strength of the fake artifact: easy, medium, hard or a number (default: medium)")
     p.add_argument("--ffpp-size", action="store_true",
                    help="FaceForensics++ size: 720/140/140 videos per split, 300-700 frames each")
-    p.add_argument("--workers", type=int, default=0, help="writer processes (default: automatic)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="writer processes (default 0: automatic)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -48,6 +52,8 @@ def videos_per_split(total: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from ..errors import LrnetError
+    from ..locks import output_lock
     from ..synthetic import MARKER_NAME, generate_ffpp
 
     total = args.videos if args.videos is not None else (1000 if args.ffpp_size else DEFAULT_VIDEOS)
@@ -57,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         difficulty = args.difficulty
     split = videos_per_split(total)
+    if frames[0] > frames[1]:
+        raise LrnetError(f"--frames LO HI needs LO <= HI, got {frames[0]} {frames[1]}")
     t0 = time.perf_counter()
-    info = generate_ffpp(args.root, videos_per_split=split, manipulations=tuple(args.manipulations),
-                         levels=tuple(args.levels), frames=frames, seed=args.seed, difficulty=difficulty,
-                         workers=args.workers, progress=not args.quiet)
+    with output_lock(args.root, "generate"):
+        info = generate_ffpp(args.root, videos_per_split=split, manipulations=tuple(args.manipulations),
+                             levels=tuple(args.levels), frames=frames, seed=args.seed, difficulty=difficulty,
+                             workers=args.workers, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     print(f"wrote {info['files']} SYNTHETIC landmark files to {args.root} in {elapsed:.1f} s "
           f"(real videos train/val/test: {split['train']}/{split['val']}/{split['test']}; "

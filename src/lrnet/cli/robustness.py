@@ -14,10 +14,17 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import (add_dataset_flags, add_gpu_flag, add_weights_flag, fraction, nonneg_int, positive_float,
-                     positive_int)
-from .common import add_operating_flags
-from .evaluate import SPLITS
+from ..ffpp import SPLITS
+from .common import (
+    add_dataset_flags,
+    add_gpu_flag,
+    add_operating_flags,
+    add_weights_flag,
+    fraction,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 
 
 def register(sub) -> None:
@@ -133,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _landmark_report(args, weights, mode, device):
     from ..landmarks import find_landmark_files, read_many
-    from ..robustness import DEFAULT_LANDMARK_GRID, landmark_conditions, landmark_robustness
+    from ..robustness import (
+        DEFAULT_LANDMARK_GRID,
+        landmark_conditions,
+        landmark_robustness,
+    )
 
     if mode == "dataset":
         from ..datasets import find_files, resolve_split

@@ -1,4 +1,5 @@
-"""``lrnet detect`` / ``lrnet extract`` / ``lrnet calibrate``: from raw video to landmarks and verdicts."""
+"""``lrnet detect`` / ``lrnet calibrate``: from raw video to calibrated landmarks and verdicts
+(``lrnet extract``, the dataset-building job, is `lrnet.cli.extract`)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,16 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from .common import (add_gpu_flag, add_operating_flags, add_weights_flag, interval_text, nonneg_int, positive_int,
-                     verdict_text)
-
-
-def _add_extract_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detect-every", type=positive_int, default=10, metavar="N",
-                   help="run the face detector every N frames, carrying the box forward in between (default: 10)")
-    p.add_argument("--detect-width", type=positive_int, default=640, metavar="PX",
-                   help="longer side of the downscaled copy the detector sees (default: 640)")
-    p.add_argument("--upsample", type=nonneg_int, default=0, metavar="K",
-                   help="dlib detector upsampling steps, for small faces (default: 0)")
-
-
-def _options(args: argparse.Namespace, max_frames=None):
-    from ..extract import ExtractOptions
-
-    if args.detect_every < 1:
-        from ..errors import LrnetError
-
-        raise LrnetError(f"--detect-every must be at least 1, got {args.detect_every}")
-    return ExtractOptions(detect_every=args.detect_every, detect_width=args.detect_width,
-                          upsample=args.upsample, max_frames=max_frames)
+from .common import (
+    add_gpu_flag,
+    add_operating_flags,
+    add_weights_flag,
+    interval_text,
+    nonneg_int,
+    positive_int,
+    verdict_text,
+)
+from .extract import add_extract_flags, extract_options
 
 
 def register(sub) -> None:
@@ -60,27 +49,9 @@ def register(sub) -> None:
                         "dropped (default: 10)")
     d.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(d)
-    _add_extract_flags(d)
+    add_extract_flags(d)
     add_gpu_flag(d)
     d.set_defaults(func=run_detect)
-
-    e = sub.add_parser("extract", help="turn a folder of videos into landmark files (dataset building)",
-                       description="Extract and calibrate landmarks for every video under INPUT_DIR and write "
-                                   "them as .txt files under OUTPUT_DIR. Resumable (finished outputs are "
-                                   "skipped), atomic, parallel; a CSV log records per-video statistics.")
-    e.add_argument("input_dir", metavar="INPUT_DIR")
-    e.add_argument("output_dir", metavar="OUTPUT_DIR")
-    e.add_argument("--layout", choices=("flat", "ffpp"), default="flat",
-                   help="flat: mirror the input tree; ffpp: map the FaceForensics++ tree onto "
-                        "OUTPUT_DIR/{Origin,DF,F2F,FS,NT}/{raw,c23,c40}/{train,val,test}/ (default: flat)")
-    e.add_argument("--splits", metavar="DIR", help="folder with the FF++ train.json, val.json, test.json "
-                   "(default: INPUT_DIR/splits)")
-    e.add_argument("-j", "--workers", type=int, default=1, metavar="N", help="parallel processes (default: 1)")
-    e.add_argument("--log", metavar="CSV", help="per-video log (default: OUTPUT_DIR/extract_log.csv)")
-    e.add_argument("--overwrite", action="store_true", help="redo videos whose output already exists")
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_extract_flags(e)
-    e.set_defaults(func=run_extract)
 
     c = sub.add_parser("calibrate", help="calibrate landmarks from another detector (OpenFace CSV) against a video",
                        description="Calibrate an OpenFace 2.0 landmark CSV (x_0..x_67, y_0..y_67; one row per "
@@ -149,7 +120,7 @@ def run_detect(args: argparse.Namespace) -> int:
     from ..weights import resolve_weights, threshold_for
 
     device = select_device(args.gpu)
-    options = _options(args, args.max_frames)
+    options = extract_options(args, args.max_frames)
     options.max_reused = args.max_reused
     weights = resolve_weights(args.weights, device=device, download=not args.offline)
     failures = 0
@@ -204,22 +175,6 @@ def _print_row(video: str, result) -> None:
             print(f"  segment {index}: {span:<16} {frames:>6} frames {blocks:>4} blocks  score {score:>6}  {verdict}")
     for note in result.notes:
         print(f"  note: {note}")
-
-
-def run_extract(args: argparse.Namespace) -> int:
-    from ..errors import LrnetError
-    from ..extract import extract_folder
-
-    if args.workers < 1:
-        raise LrnetError(f"--workers must be at least 1, got {args.workers}")
-    if args.splits and args.layout != "ffpp":
-        raise LrnetError("--splits only applies with --layout ffpp")
-    summary = extract_folder(args.input_dir, args.output_dir, layout=args.layout, split_dir=args.splits,
-                             workers=args.workers, options=_options(args), log_path=args.log,
-                             progress=not args.no_progress, overwrite=args.overwrite)
-    print(f"{summary.total} videos: {summary.done} extracted, {summary.skipped_existing} already done, "
-          f"{summary.failed} failed; log: {summary.log}")
-    return 1 if summary.failed else 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
