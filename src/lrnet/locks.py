@@ -57,8 +57,9 @@ def output_lock(folder: PathLike, command: str) -> Iterator[Path]:
                              "output") from None
         info = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with contextlib.suppress(OSError):  # the holder's name is a courtesy: a full disk must not stop the job here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         try:
             yield path
         finally:
