@@ -233,3 +233,84 @@ def test_concurrent_failure_stops_the_other_branch():
     with pytest.raises(RuntimeError, match="g2 failed"):
         train(cfg, data, data, progress=False, callback=callback)
     assert seen["g2"] == 2 and seen["g1"] < 50
+
+
+# ----------------------------------------------------------------------------------------- the steps
+
+def test_resolve_settings_explicit_arguments_win_over_the_config(tmp_path):
+    from lrnet.train import resolve_settings
+
+    cfg = _cfg(patience=7, bf16=False)
+    s = resolve_settings(cfg, "g2", epochs=9, lr=0.5, output=tmp_path)
+    assert (s.epochs, s.lr, s.batch_size, s.patience, s.seed, s.bf16) == (9, 0.5, 32, 7, 3, False)
+    assert s.checkpoint_path == tmp_path / "g2.ckpt" and s.weights_path == tmp_path / "g2.pth"
+    auto = resolve_settings(_cfg(bf16=None), "g1")
+    from lrnet.fastgru import native_bf16
+
+    assert auto.bf16 == native_bf16()  # automatic: on where the CPU has native bfloat16
+    assert resolve_settings(_cfg(bf16=None, gru="torch"), "g1").bf16 is False
+    with pytest.raises(LrnetError, match="unknown branch 'g3'"):
+        resolve_settings(cfg, "g3")
+
+
+def test_core_share_gives_a_lone_branch_every_core():
+    from lrnet.train import CoreShare
+
+    share = CoreShare(3, ("g1", "g2"))
+    assert (share.threads("g1"), share.threads("g2")) == (2, 1)
+    share.leave("g2")
+    assert share.threads("g1") == 3
+    assert CoreShare(1, ("g1", "g2")).threads("g2") == 1  # never fewer than one
+
+
+def test_branch_left_alone_takes_every_core_with_the_same_results(data):
+    """g2 finishes first; g1 then runs on both threads. Thread counts do not change the numbers:
+    the result equals one branch after the other on one thread."""
+    train_set, val_set = data
+    cfg = _cfg(EPOCHS_g1=6, EPOCHS_g2=2)
+    seen = {"g1": [], "g2": []}
+
+    def callback(branch, epoch, history):
+        seen[branch].append(torch.get_num_threads())
+
+    torch.set_num_threads(2)
+    together = train(replace(cfg, concurrent="on"), train_set, val_set, progress=False, callback=callback)
+    assert seen["g2"] == [1, 1]  # one core each while both train ...
+    assert seen["g1"][-1] == 2  # ... and g1, left alone, takes both
+    torch.set_num_threads(1)
+    apart = train(replace(cfg, concurrent="off"), train_set, val_set, progress=False)
+    for branch in ("g1", "g2"):
+        assert _same_state(together.models[branch].state_dict(), apart.models[branch].state_dict())
+        assert together.histories[branch].loss == apart.histories[branch].loss
+
+
+def test_one_training_step_keeps_every_tensor_on_the_training_device(data):
+    """The device path (-g) checked on the meta device: data, batch gathering, model, loss,
+    backward and Adam run there; a tensor left on the CPU would raise a device mismatch."""
+    from lrnet.model import build_model
+    from lrnet.train import EpochData, train_step
+
+    train_set, val_set = data
+    meta = torch.device("meta")
+    epoch_data = EpochData.of(train_set, val_set, meta)
+    assert {t.device.type for t in (epoch_data.frames, epoch_data.samples, epoch_data.val_blocks)} == {"meta"}
+    for branch in ("g1", "g2"):
+        model = build_model(_cfg().model, gru="fused", bf16=True).to(meta).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss, hits = train_step(model, optimizer, epoch_data, epoch_data.samples[:5], branch, {})
+        assert loss.device == hits.device == meta
+        assert all(p.grad is not None and p.grad.device == meta for p in model.parameters())
+
+
+@pytest.mark.misuse
+def test_train_refuses_a_folder_holding_a_run_unless_resumed_or_overwritten(data, tmp_path):
+    train_set, val_set = data
+    cfg = _cfg(EPOCHS_g1=1, EPOCHS_g2=1)
+    train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False)
+    with pytest.raises(LrnetError, match="holds a training run"):
+        train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False)
+    again = train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False, resume=True)
+    assert again.histories["g1"].epoch == [1]
+    train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False, overwrite=True)
+    with pytest.raises(LrnetError, match="is a file"):
+        train(cfg, train_set, val_set, output=tmp_path / "g1.pth", progress=False)

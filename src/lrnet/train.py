@@ -57,7 +57,7 @@ from .runs import RunFolder, dataset_fps, open_run, read_meta, resume_conflicts,
 
 __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
            "train_branch", "resolve_settings", "start_branch", "train_one_epoch", "validation_accuracy",
-           "end_epoch", "finish_branch", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
+           "end_epoch", "finish_branch", "train_step", "EpochData", "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
@@ -477,17 +477,25 @@ def train_one_epoch(state: BranchState, data: EpochData, settings: BranchSetting
             hooks.cores.apply(settings.branch)
         if hooks.on_batch is not None:
             hooks.on_batch(epoch, b)
-        idx = order[i:i + settings.batch_size]
-        xb = gather_batch(data.frames, idx, data.block_size, settings.branch, hooks.workspace)
-        yb = data.block_labels.index_select(0, idx)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)  # log-softmax + NLL, stable
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().double() * idx.numel()
-        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        loss, hits = train_step(model, optimizer, data, order[i:i + settings.batch_size], settings.branch,
+                                hooks.workspace)
+        loss_sum += loss.double() * min(settings.batch_size, n - i)
+        correct += hits
     return float(loss_sum.item()) / n, float(correct.item()) / n
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: EpochData, idx: torch.Tensor, branch: str,
+               workspace: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step on the blocks `idx` (on the data's device); returns (mean loss, correct
+    predictions) as 0-d tensors on that device, so the epoch never waits on a device sync."""
+    xb = gather_batch(data.frames, idx, data.block_size, branch, workspace)
+    yb = data.block_labels.index_select(0, idx)
+    logits = model(xb)
+    loss = F.cross_entropy(logits, yb)  # log-softmax + NLL, stable
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(dim=1) == yb).sum()
 
 
 def end_epoch(state: BranchState, settings: BranchSettings, cfg: TrainConfig, epoch: int, loss: float,
