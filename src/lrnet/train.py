@@ -161,7 +161,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "History":
-        return cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in d.items()})
+        values: Dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**values)
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -544,7 +545,7 @@ def finish_branch(state: BranchState, settings: BranchSettings, cfg: TrainConfig
     model = state.model
     if state.built and getattr(model, "gru_impl", "torch") != "torch":
         # Hand back the plain nn.GRU model (exact fp32 inference, as the saved weights load).
-        model = build_model(model.config).to(settings.device)
+        model = build_model(getattr(model, "config")).to(settings.device)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     elif model is not state.model:
@@ -730,7 +731,7 @@ def run_metadata(cfg: TrainConfig, train: Any, val: Any, branches: Sequence[str]
 
 def input_folders(*sets: Any) -> List[Path]:
     """The folders the landmark files of `sets` were read from (an output must not be inside one)."""
-    folders = set()
+    folders: set = set()
     for s in sets:
         root = getattr(s, "root", None)
         if root:
