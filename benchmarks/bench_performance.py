@@ -50,10 +50,8 @@ def run_naive(root: Path, epochs: int, threads: int, bf16: bool = False) -> dict
     import numpy as np
     import torch
     import torch.utils.data as Data
-    from torch import nn
 
-    from common import naive_load_split
-    from lrnet.model import LRNet, ModelConfig
+    from common import naive_load_split, naive_loaders, naive_train
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -61,59 +59,18 @@ def run_naive(root: Path, epochs: int, threads: int, bf16: bool = False) -> dict
     t0 = time.perf_counter()
     data = {s: naive_load_split(root, "DF", "raw", s, 30) for s in ("train", "val")}
     out["load_s"] = time.perf_counter() - t0
-
-    def loaders(split, shuffle):
-        x, x_diff, y = data[split]
-        # The reference converts both arrays to float32 tensors (copies) and wraps them in DataLoaders.
-        xa = torch.tensor(x, dtype=torch.float32)
-        xb = torch.tensor(x_diff, dtype=torch.float32)
-        yt = torch.tensor(y, dtype=torch.long)
-        return (Data.DataLoader(Data.TensorDataset(xa, yt), 1024, shuffle=shuffle),
-                Data.DataLoader(Data.TensorDataset(xb, yt), 1024, shuffle=shuffle))
-
-    train_a, train_b = loaders("train", True)
-    val_a, val_b = loaders("val", False)
+    train_a, train_b = naive_loaders(data, "train", True)
+    val_a, val_b = naive_loaders(data, "val", False)
     out["train_blocks"] = len(train_a.dataset)
     out["load_total_s"] = time.perf_counter() - t0
 
-    def reference_model():
-        model = LRNet(ModelConfig())  # nn.GRU path; softmax applied below, as the reference's forward does
-        return model
-
-    def evaluate(model, it):
-        model.eval()
-        correct = n = 0
-        with torch.no_grad():
-            for X, y in it:
-                out_ = torch.softmax(model(X), dim=1)
-                correct += (out_.argmax(dim=1) == y).sum().item()
-                n += y.shape[0]
-        model.train()
-        return correct / n
-
-    loss_fn = nn.NLLLoss()
     models = {}
     for branch, tr, va in (("g1", train_a, val_a), ("g2", train_b, val_b)):
-        model = reference_model()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        model.train()
-        times, val_accs, nan_epoch = [], [], None
-        for epoch in range(1, epochs + 1):
-            t = time.perf_counter()
-            for X, y in tr:
-                output = torch.softmax(model(X), dim=1)
-                loss = loss_fn(torch.log(output), y)  # the reference's log(softmax)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if nan_epoch is None and not torch.isfinite(loss):
-                    nan_epoch = epoch  # the reference's bug: a probability underflowed to 0
-            val_accs.append(evaluate(model, va))
-            times.append(time.perf_counter() - t)
-        out[f"{branch}_epoch_s"] = times
-        out[f"{branch}_val_acc"] = val_accs[-1]
-        out[f"{branch}_nan_epoch"] = nan_epoch
-        models[branch] = model
+        res = naive_train(tr, va, epochs)
+        out[f"{branch}_epoch_s"] = res["epoch_s"]
+        out[f"{branch}_val_acc"] = res["val_acc"][-1]
+        out[f"{branch}_nan_epoch"] = res["nan_epoch"]
+        models[branch] = res["model"]
     del data, train_a, train_b, val_a, val_b
 
     # Test split: the reference's loader, then both branches through DataLoaders and the AUC.
@@ -164,7 +121,7 @@ def run_lrnet(root: Path, epochs: int, threads: int, bf16: bool = False) -> dict
     out["cache_status"] = sets["train"].cache_status
     out["train_blocks"] = int(sets["train"].sample_index.size)
 
-    base = load_config("reference", values={"epochs_g1": epochs, "epochs_g2": epochs, "seed": 0})
+    base = load_config("reference", values={"epochs_g1": epochs, "epochs_g2": epochs, "seed": 0, "bf16": False})
     from dataclasses import replace
 
     seq = train(replace(base, concurrent="off"), sets["train"], sets["val"], output=work / "seq", progress=False)
@@ -209,7 +166,7 @@ def run_lrnet_mem(root: Path, epochs: int, threads: int, cache: Path) -> dict:
 
     torch.set_num_threads(threads)
     sets = {s: load_split(root, "DF", "raw", s, 30, cache=cache) for s in ("train", "val")}
-    cfg = load_config("reference", values={"epochs_g1": epochs, "epochs_g2": epochs, "seed": 0})
+    cfg = load_config("reference", values={"epochs_g1": epochs, "epochs_g2": epochs, "seed": 0, "bf16": False})
     train(cfg, sets["train"], sets["val"], progress=False)
     return {"peak_rss_mb": _peak_rss_mb()}
 

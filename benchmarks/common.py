@@ -111,3 +111,66 @@ def naive_load(root: PathLike, dataset: str = "DF", level: str = "raw",
                splits=("train", "val"), block_size: int = 30) -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`naive_load_split` for several splits."""
     return {s: naive_load_split(root, dataset, level, s, block_size) for s in splits}
+
+
+# ------------------------------------------------------------------------------------------ naive training
+
+def naive_loaders(data, split: str, shuffle: bool, batch_size: int = 1024):
+    """The reference's DataLoaders of one split: ``(g1 loader, g2 loader)`` over float32 copies of
+    ``naive_load_split``'s arrays (``TensorDataset`` + ``DataLoader``, as its train.py builds them)."""
+    import torch
+    import torch.utils.data as Data
+
+    x, x_diff, y = data[split]
+    xa = torch.tensor(x, dtype=torch.float32)
+    xb = torch.tensor(x_diff, dtype=torch.float32)
+    yt = torch.tensor(y, dtype=torch.long)
+    return (Data.DataLoader(Data.TensorDataset(xa, yt), batch_size, shuffle=shuffle),
+            Data.DataLoader(Data.TensorDataset(xb, yt), batch_size, shuffle=shuffle))
+
+
+def naive_train(train_loader, val_loader, epochs: int, lr: float = 1e-3) -> Dict[str, object]:
+    """The reference's loop for one branch: the LRNet model (nn.GRU), softmax output,
+    ``NLLLoss(log(softmax))``, Adam, validation accuracy after every epoch.
+
+    Returns ``{"epoch_s": [...], "val_acc": [...], "nan_epoch": int|None, "model": model}``; epoch
+    times include the validation pass, as the reference's loop does.
+    """
+    import torch
+    from torch import nn
+
+    from lrnet.model import LRNet, ModelConfig
+
+    model = LRNet(ModelConfig())
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.NLLLoss()
+    times, val_accs, nan_epoch = [], [], None
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        model.train()
+        for X, y in train_loader:
+            output = torch.softmax(model(X), dim=1)
+            loss = loss_fn(torch.log(output), y)  # the reference's log(softmax)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if nan_epoch is None and not torch.isfinite(loss):
+                nan_epoch = epoch  # the reference's bug: a probability underflowed to 0
+        val_accs.append(naive_accuracy(model, val_loader))
+        times.append(time.perf_counter() - t)
+    return {"epoch_s": times, "val_acc": val_accs, "nan_epoch": nan_epoch, "model": model}
+
+
+def naive_accuracy(model, loader) -> float:
+    """The reference's ``evaluate``: argmax accuracy over a DataLoader (eval mode, no autograd)."""
+    import torch
+
+    model.eval()
+    correct = n = 0
+    with torch.no_grad():
+        for X, y in loader:
+            out = torch.softmax(model(X), dim=1)
+            correct += (out.argmax(dim=1) == y).sum().item()
+            n += y.shape[0]
+    model.train()
+    return correct / n

@@ -131,13 +131,15 @@ def test_cli_train_writes_run_folder(tiny_ffpp, tmp_path, capsys):
     cfg = tmp_path / "args_model.yaml"
     cfg.write_text(ARGS_MODEL.replace("rnn_unit: 32", "rnn_unit: 8"))
     rc = main(["train", "-d", "DF", "-l", "raw", "--root", str(tiny_ffpp), "--config", str(cfg), "--epochs", "2",
-               "--batch-size", "8", "--seed", "1", "--output", str(out), "-q", "--no-cache", "-b", "g1"])
+               "--batch-size", "8", "--seed", "1", "--output", str(out), "--no-cache", "-b", "g1"])
     assert rc == 0
-    text = capsys.readouterr().out
-    assert "SYNTHETIC" in text and "g1: best val acc" in text
+    captured = capsys.readouterr()
+    assert "SYNTHETIC" in captured.out and "g1: best val acc" in captured.out
+    assert "Traceback" not in captured.err
     assert (out / "g1.pth").is_file() and not (out / "g2.pth").exists()
     meta = json.loads((out / "lrnet.json").read_text())
     assert meta["model"]["rnn_unit"] == 8 and meta["branches"] == ["g1"]
+    assert meta["fps"] == 30.0 and meta["fps_source"] == "synthetic"
     assert json.loads((out / "history_g1.json").read_text())["epoch"] == [1, 2]
 
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from lrnet.config import load_config
 from lrnet.datasets import blockset_from_arrays
 from lrnet.errors import LrnetError
-from lrnet.fastgru import bigru_last_hidden
-from lrnet.model import LRNet, ModelConfig
 from lrnet.synthetic import fake_video, real_video
 from lrnet.train import History, train, train_branch, validation_accuracy
 from lrnet.weights import load_branch, resolve_weights
@@ -57,99 +53,7 @@ def _same_state(a, b):
     return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# ----------------------------------------------------------------------------------------- fused GRU
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_fused_gru_matches_nn_gru_forward_and_gradients(dtype, tol):
-    torch.manual_seed(0)
-    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True).to(dtype)
-    x = torch.randn(5, 11, 136, dtype=dtype, requires_grad=True)
-    h0p = torch.randn(2, 1, 16, dtype=dtype, requires_grad=True)
-    _, ref = gru(x, h0p.expand(-1, 5, -1).contiguous())
-    out = bigru_last_hidden(gru, x, h0p.expand(-1, 5, -1))
-    assert out.shape == ref.shape == (2, 5, 16)
-    assert (out - ref).abs().max().item() < tol
-    w = torch.randn_like(ref)
-    inputs = list(gru.parameters()) + [h0p, x]
-    g_ref = torch.autograd.grad((ref * w).sum(), inputs)
-    g_out = torch.autograd.grad((out * w).sum(), inputs)
-    for a, b in zip(g_ref, g_out):
-        assert a.shape == b.shape
-        assert (a - b).abs().max().item() < tol * 10
-
-
-def test_fused_gru_float32_within_1e6_at_training_size():
-    torch.manual_seed(1)
-    gru = nn.GRU(136, 32, batch_first=True, bidirectional=True)
-    x = torch.randn(64, 30, 136) * 0.3
-    h0 = torch.randn(2, 64, 32)
-    with torch.no_grad():
-        ref = gru(x, h0)[1]
-        out = bigru_last_hidden(gru, x, h0)
-    assert (out - ref).abs().max().item() < 1e-6
-
-
-def test_fused_gru_input_scale_equals_scaled_input():
-    """A batch-wide dropout mask applied to the input weights' columns = applied to x (float64)."""
-    torch.manual_seed(3)
-    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True).double()
-    x = torch.randn(4, 7, 136, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(2, 4, 16, dtype=torch.float64)
-    scale = (torch.rand(68) >= 0.3).double().repeat_interleave(2) / 0.7
-    assert 0 < int((scale == 0).sum()) < 136
-    ref = bigru_last_hidden(gru, x * scale, h0)
-    out = bigru_last_hidden(gru, x, h0, input_scale=scale)
-    assert (out - ref).abs().max().item() < 1e-12
-    w = torch.randn_like(ref)
-    inputs = list(gru.parameters()) + [x]
-    for a, b in zip(torch.autograd.grad((ref * w).sum(), inputs), torch.autograd.grad((out * w).sum(), inputs)):
-        assert (a - b).abs().max().item() < 1e-12
-    dropped = (scale == 0).nonzero().squeeze(1)
-    grad_w = torch.autograd.grad((bigru_last_hidden(gru, x, h0, input_scale=scale) * w).sum(), gru.weight_ih_l0)[0]
-    assert torch.count_nonzero(grad_w[:, dropped]) == 0  # dropped landmarks get no gradient
-
-
-def test_fused_gru_reuses_buffers_safely():
-    """Pooled training buffers: consecutive steps (and a changed batch size) still match nn.GRU,
-    and a second backward through a retained graph is refused instead of reading reused memory."""
-    from lrnet.fastgru import release_workspace
-
-    torch.manual_seed(4)
-    gru = nn.GRU(136, 8, batch_first=True, bidirectional=True).double()
-    for n in (5, 5, 3, 5):
-        x = torch.randn(n, 6, 136, dtype=torch.float64)
-        h0 = torch.randn(2, n, 8, dtype=torch.float64)
-        w = torch.randn(2, n, 8, dtype=torch.float64)
-        g_ref = torch.autograd.grad((gru(x, h0)[1] * w).sum(), list(gru.parameters()))
-        g_out = torch.autograd.grad((bigru_last_hidden(gru, x, h0) * w).sum(), list(gru.parameters()))
-        for a, b in zip(g_ref, g_out):
-            assert (a - b).abs().max().item() < 1e-12
-    loss = (bigru_last_hidden(gru, x, h0) * w).sum()
-    loss.backward(retain_graph=True)
-    bigru_last_hidden(gru, x, h0).sum().backward()  # a new step reuses the buffers
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        loss.backward()
-    release_workspace()
-
-
-def test_lrnet_fused_training_forward_matches_torch_path():
-    """Training mode (landmark dropout folded into the input weights, FC dropout): same random
-    numbers, same outputs and gradients as the nn.GRU path (float64)."""
-    torch.manual_seed(6)
-    model = LRNet(ModelConfig(rnn_unit=8, res_hidden=16)).double().train()
-    x = torch.randn(7, 30, 136, dtype=torch.float64)
-    results = []
-    for impl in ("torch", "fused"):
-        model.gru_impl = impl
-        torch.manual_seed(7)
-        out = model(x)
-        grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
-        results.append((out, grads))
-    (o1, g1), (o2, g2) = results
-    assert (o1 - o2).abs().max().item() < 1e-12
-    for a, b in zip(g1, g2):
-        assert (a - b).abs().max().item() < 1e-12
-
+# ----------------------------------------------------------------------------------------- training
 
 def test_gather_batch_with_reused_buffers_equals_fresh():
     from lrnet.train import gather_batch
@@ -165,35 +69,6 @@ def test_gather_batch_with_reused_buffers_equals_fresh():
             assert reused.transpose(0, 1).is_contiguous()  # time-major storage, as the fused GRU reads it
 
 
-def test_lrnet_fused_path_same_outputs_and_state_dict():
-    torch.manual_seed(2)
-    model = LRNet(ModelConfig()).eval()
-    x = torch.randn(9, 30, 136)
-    with torch.no_grad():
-        ref = model(x)
-        model.gru_impl = "fused"
-        out = model(x)
-    assert (out - ref).abs().max().item() < 1e-5
-    assert "gru_impl" not in str(list(model.state_dict()))
-
-
-def test_fused_path_keeps_official_predictions(reference):
-    from lrnet.landmarks import read_landmarks
-    from lrnet.features import cut_blocks, frame_differences
-    from lrnet.model import fake_probability
-
-    expected = {("ff_fake", "g1"): 0.997354, ("ff_real", "g1"): 0.023498, ("ff_real", "g2"): 0.048963}
-    for (video, branch), prob in expected.items():
-        model = load_branch(reference / "weights" / "ffpp_raw" / f"{branch}.pth")
-        model.gru_impl = "fused"
-        blocks = torch.from_numpy(cut_blocks(read_landmarks(reference / "landmarks" / f"{video}.txt"), 30))
-        x = blocks if branch == "g1" else frame_differences(blocks)
-        with torch.no_grad():
-            p = fake_probability(model(x[:1])).item()
-        assert p == pytest.approx(prob, abs=1e-6)
-
-
-# ----------------------------------------------------------------------------------------- training
 
 def test_loss_decreases_and_best_checkpoint_written(data, tmp_path):
     train_set, val_set = data
@@ -313,18 +188,12 @@ def test_history_csv_roundtrip():
     assert h.to_csv().splitlines()[0] == "epoch,loss,train_acc,val_acc,seconds"
 
 
-def test_bf16_option_is_close_to_fp32_and_trains(data):
-    torch.manual_seed(5)
-    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True)
-    x = torch.randn(6, 30, 136) * 0.3
-    h0 = torch.zeros(2, 6, 16)
-    with torch.no_grad():
-        exact = bigru_last_hidden(gru, x, h0)
-        low = bigru_last_hidden(gru, x, h0, bf16=True)
-    assert 0 < (exact - low).abs().max().item() < 2e-2  # not bit-equal: an opt-in approximation
+def test_bf16_option_trains_and_needs_the_fused_gru(data):
     train_set, val_set = data
     res = train_branch(None, train_set, val_set, "g2", config=_cfg(bf16=True), epochs=2, progress=False)
-    assert all(np.isfinite(res.history.loss))
+    exact = train_branch(None, train_set, val_set, "g2", config=_cfg(bf16=False), epochs=2, progress=False)
+    assert all(np.isfinite(res.history.loss)) and res.history.loss != exact.history.loss  # bf16 was used
+    assert res.model.gru_impl == "torch"  # the returned model infers with nn.GRU in fp32
     with pytest.raises(LrnetError, match="fused GRU only"):
         train_branch(None, train_set, val_set, "g2", config=_cfg(bf16=True, gru="torch"), epochs=1, progress=False)
 
@@ -334,7 +203,7 @@ def test_torch_gru_option_gives_the_same_training_as_fused(data):
     checks that dropout masks fall on the same samples: they follow the memory layout of h_n)."""
     train_set, val_set = data
     a = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="torch"), epochs=1, progress=False)
-    b = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="fused"), epochs=1, progress=False)
+    b = train_branch(None, train_set, val_set, "g1", config=_cfg(gru="fused", bf16=False), epochs=1, progress=False)
     for k, v in a.model.state_dict().items():
         diff = (v - b.model.state_dict()[k]).abs()
         # Float rounding differs between the paths; Adam's first steps turn it into up to ~lr/100
@@ -364,3 +233,84 @@ def test_concurrent_failure_stops_the_other_branch():
     with pytest.raises(RuntimeError, match="g2 failed"):
         train(cfg, data, data, progress=False, callback=callback)
     assert seen["g2"] == 2 and seen["g1"] < 50
+
+
+# ----------------------------------------------------------------------------------------- the steps
+
+def test_resolve_settings_explicit_arguments_win_over_the_config(tmp_path):
+    from lrnet.train import resolve_settings
+
+    cfg = _cfg(patience=7, bf16=False)
+    s = resolve_settings(cfg, "g2", epochs=9, lr=0.5, output=tmp_path)
+    assert (s.epochs, s.lr, s.batch_size, s.patience, s.seed, s.bf16) == (9, 0.5, 32, 7, 3, False)
+    assert s.checkpoint_path == tmp_path / "g2.ckpt" and s.weights_path == tmp_path / "g2.pth"
+    auto = resolve_settings(_cfg(bf16=None), "g1")
+    from lrnet.fastgru import native_bf16
+
+    assert auto.bf16 == native_bf16()  # automatic: on where the CPU has native bfloat16
+    assert resolve_settings(_cfg(bf16=None, gru="torch"), "g1").bf16 is False
+    with pytest.raises(LrnetError, match="unknown branch 'g3'"):
+        resolve_settings(cfg, "g3")
+
+
+def test_core_share_gives_a_lone_branch_every_core():
+    from lrnet.train import CoreShare
+
+    share = CoreShare(3, ("g1", "g2"))
+    assert (share.threads("g1"), share.threads("g2")) == (2, 1)
+    share.leave("g2")
+    assert share.threads("g1") == 3
+    assert CoreShare(1, ("g1", "g2")).threads("g2") == 1  # never fewer than one
+
+
+def test_branch_left_alone_takes_every_core_with_the_same_results(data):
+    """g2 finishes first; g1 then runs on both threads. Thread counts do not change the numbers:
+    the result equals one branch after the other on one thread."""
+    train_set, val_set = data
+    cfg = _cfg(EPOCHS_g1=6, EPOCHS_g2=2)
+    seen = {"g1": [], "g2": []}
+
+    def callback(branch, epoch, history):
+        seen[branch].append(torch.get_num_threads())
+
+    torch.set_num_threads(2)
+    together = train(replace(cfg, concurrent="on"), train_set, val_set, progress=False, callback=callback)
+    assert seen["g2"] == [1, 1]  # one core each while both train ...
+    assert seen["g1"][-1] == 2  # ... and g1, left alone, takes both
+    torch.set_num_threads(1)
+    apart = train(replace(cfg, concurrent="off"), train_set, val_set, progress=False)
+    for branch in ("g1", "g2"):
+        assert _same_state(together.models[branch].state_dict(), apart.models[branch].state_dict())
+        assert together.histories[branch].loss == apart.histories[branch].loss
+
+
+def test_one_training_step_keeps_every_tensor_on_the_training_device(data):
+    """The device path (-g) checked on the meta device: data, batch gathering, model, loss,
+    backward and Adam run there; a tensor left on the CPU would raise a device mismatch."""
+    from lrnet.model import build_model
+    from lrnet.train import EpochData, train_step
+
+    train_set, val_set = data
+    meta = torch.device("meta")
+    epoch_data = EpochData.of(train_set, val_set, meta)
+    assert {t.device.type for t in (epoch_data.frames, epoch_data.samples, epoch_data.val_blocks)} == {"meta"}
+    for branch in ("g1", "g2"):
+        model = build_model(_cfg().model, gru="fused", bf16=True).to(meta).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss, hits = train_step(model, optimizer, epoch_data, epoch_data.samples[:5], branch, {})
+        assert loss.device == hits.device == meta
+        assert all(p.grad is not None and p.grad.device == meta for p in model.parameters())
+
+
+@pytest.mark.misuse
+def test_train_refuses_a_folder_holding_a_run_unless_resumed_or_overwritten(data, tmp_path):
+    train_set, val_set = data
+    cfg = _cfg(EPOCHS_g1=1, EPOCHS_g2=1)
+    train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False)
+    with pytest.raises(LrnetError, match="holds a training run"):
+        train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False)
+    again = train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False, resume=True)
+    assert again.histories["g1"].epoch == [1]
+    train(cfg, train_set, val_set, branches=("g1",), output=tmp_path, progress=False, overwrite=True)
+    with pytest.raises(LrnetError, match="is a file"):
+        train(cfg, train_set, val_set, output=tmp_path / "g1.pth", progress=False)

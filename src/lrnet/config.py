@@ -52,7 +52,9 @@ class TrainConfig:
     gru: str = "fused"  # "fused" (lrnet.fastgru, CPU) or "torch" (nn.GRU)
     concurrent: str = "auto"  # train g1 and g2 at the same time: "auto" (CPU, both branches), "on", "off"
     threads: Optional[int] = None  # torch intra-op threads (per branch when concurrent); None: automatic
-    bf16: bool = False  # bfloat16 GRU input projections (fused GRU, CPU; changes numerics slightly; off by default)
+    # bfloat16 GRU input projections (fused GRU, CPU; changes numerics slightly). None: automatic,
+    # on where the CPU has native bfloat16 (AVX512-BF16 / AMX), see lrnet.train.resolve_bf16.
+    bf16: Optional[bool] = None
     val_batch_size: int = 1024  # blocks per validation forward pass (bounded memory)
 
     def epochs(self, branch: str) -> int:
@@ -180,7 +182,7 @@ def validate(config: TrainConfig, source: str = "configuration") -> None:
         (config.block_size >= 2, "BLOCK_SIZE must be at least 2 frames"),
         (config.batch_size >= 1, "BATCH_SIZE must be at least 1"),
         (config.val_batch_size >= 1, "val_batch_size must be at least 1"),
-        (config.epochs_g1 >= 0 and config.epochs_g2 >= 0, "EPOCHS_g1 / EPOCHS_g2 must not be negative"),
+        (config.epochs_g1 >= 1 and config.epochs_g2 >= 1, "EPOCHS_g1 / EPOCHS_g2 must be at least 1"),
         (config.lr_g1 > 0 and config.lr_g2 > 0, "LEARNING_RATE_g1 / LEARNING_RATE_g2 must be positive"),
         (config.patience is None or config.patience >= 1, "patience must be at least 1 epoch (or empty: off)"),
         (config.threads is None or config.threads >= 1, "threads must be at least 1"),

@@ -98,11 +98,26 @@ class Residual(nn.Module):
         return x + self.fn(x)
 
 
-class LRNet(nn.Module):
-    """One LRNet branch. Input ``(batch, frames, feature_size)``, output logits ``(batch, 2)``."""
+GRU_IMPLEMENTATIONS = ("torch", "fused")
 
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+
+class LRNet(nn.Module):
+    """One LRNet branch. Input ``(batch, frames, feature_size)``, output logits ``(batch, 2)``.
+
+    `gru` chooses how the bidirectional GRU runs, fixed at construction: ``"torch"`` (``nn.GRU``,
+    the default, bit-exact with the reference) or ``"fused"`` (`lrnet.fastgru`: same parameters
+    and maths, faster on CPU, used by training; a one-layer GRU on CUDA still runs ``nn.GRU``).
+    `bf16`: with ``"fused"``, run the GRU input projections in bfloat16 (changes the numbers
+    slightly). Neither is part of the config or the state dict.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, *, gru: str = "torch", bf16: bool = False,
+                 **overrides: Any):
         super().__init__()
+        if gru not in GRU_IMPLEMENTATIONS:
+            raise LrnetError(f"unknown GRU implementation {gru!r}; expected one of {', '.join(GRU_IMPLEMENTATIONS)}")
+        if bf16 and gru != "fused":
+            raise LrnetError("bf16 applies to the fused GRU only (set gru=fused)")
         cfg = ModelConfig.from_dict({**(asdict(config) if config else {}), **overrides})
         self.config = cfg
         self.dropout_landmark = LandmarkDropout(cfg.lm_dropout_rate, cfg.per_sample_mask)
@@ -123,13 +138,16 @@ class LRNet(nn.Module):
             nn.Dropout(cfg.fc_dropout_rate),
             nn.Linear(d, 2),
         )
-        # "torch": nn.GRU; "fused": lrnet.fastgru (same parameters and maths, faster on CPU; used
-        # by training); "fused-bf16": the same with bfloat16 input projections (opt-in, changes
-        # numerics slightly). Not part of the config or the state dict.
-        self.gru_impl = "torch"
+        self._gru_impl = gru
+        self._bf16 = bool(bf16)
+
+    @property
+    def gru_impl(self) -> str:
+        """The GRU implementation chosen at construction: "torch", "fused" or "fused-bf16" (read-only)."""
+        return "fused-bf16" if self._bf16 else self._gru_impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gru_impl in ("fused", "fused-bf16") and x.device.type == "cpu":
+        if self._gru_impl == "fused" and x.device.type == "cpu":
             from .fastgru import bigru_last_hidden, supports
 
             if supports(self.gru):
@@ -143,7 +161,7 @@ class LRNet(nn.Module):
                 else:
                     x = drop(x)
                 h_n = bigru_last_hidden(self.gru, x, self.hidden_state.expand(-1, x.shape[0], -1),
-                                        bf16=self.gru_impl == "fused-bf16", input_scale=scale)
+                                        bf16=self._bf16, input_scale=scale)
                 return self.dense(h_n.transpose(0, 1).reshape(x.shape[0], -1))
         x = self.dropout_landmark(x)
         h0 = self.hidden_state.expand(-1, x.shape[0], -1).contiguous()
@@ -206,13 +224,19 @@ class LegacyLRNet(nn.Module):
 ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {"lrnet": LRNet, LEGACY_ARCH: LegacyLRNet}
 
 
-def build_model(config: ModelConfig | None = None) -> nn.Module:
-    """Instantiate the architecture named by ``config.arch`` ("lrnet" by default)."""
+def build_model(config: ModelConfig | None = None, *, gru: str = "torch", bf16: bool = False) -> nn.Module:
+    """Instantiate the architecture named by ``config.arch`` ("lrnet" by default).
+
+    `gru` / `bf16`: the GRU implementation of an `LRNet` (see there); architectures without a
+    choice (the TF-era branch always runs ``nn.GRU``) ignore them.
+    """
     cfg = config or ModelConfig()
     try:
         builder = ARCHITECTURES[cfg.arch]
     except KeyError:
         raise LrnetError(f"unknown model architecture {cfg.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
+    if builder is LRNet:
+        return LRNet(cfg, gru=gru, bf16=bf16)
     return builder(cfg)
 
 

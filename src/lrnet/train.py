@@ -5,11 +5,17 @@
 the same time on a multi-core CPU, since they are independent) and writes a run folder::
 
     OUT/g1.pth, OUT/g2.pth          best weights, plain state dicts in the official key format
-    OUT/lrnet.json                  model config, block size, dataset and training config
-                                    (read by lrnet.weights.resolve_weights(OUT))
+    OUT/lrnet.json                  model config, block size, frame rate, dataset and training config
+                                    (read by lrnet.weights.resolve_weights(OUT); see lrnet.runs)
     OUT/g1.ckpt, OUT/g2.ckpt        resume state (last epoch: weights, optimizer, RNG, history)
     OUT/history_g1.json / .csv      loss, train accuracy, validation accuracy per epoch
     OUT/training_curves.png         the histories plotted
+
+One branch is trained in the steps torchvision's and timm's reference scripts use:
+`resolve_settings` (explicit arguments over the `TrainConfig`), `start_branch` (a `BranchState`:
+model, optimizer, seeded random streams, history; restored from the checkpoint on resume),
+`train_one_epoch`, `validation_accuracy`, `end_epoch` (history, best weights, checkpoint) and
+`finish_branch`.
 
 Per epoch, as the reference: shuffled mini-batches over ``train.sample_index``, Adam, NLL loss
 (``cross_entropy`` on logits, i.e. log-softmax, never ``log(softmax)``), then block accuracy on
@@ -18,39 +24,49 @@ A non-finite loss stops training with `LrnetError` (the best weights so far stay
 
 Data stay in one tensor on the training device; each batch is gathered by index there and g2
 differences are computed per batch, so no host round trip or second copy of the data is made.
+When g1 and g2 train at the same time on the CPU, `CoreShare` splits the intra-op threads
+between the branches still training, so the one left running gets every core.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import logging
 import math
 import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_bytes
 from .config import TrainConfig
 from .errors import LrnetError
-from .fastgru import release_workspace
+from .fastgru import native_bf16, release_workspace
 from .features import BRANCHES, branch_input
 from .model import ModelConfig, build_model
+from .runs import RunFolder, dataset_fps, open_run, read_meta, resume_conflicts, save_torch, update_meta, \
+    write_text, writing
 
+__all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
+           "train_branch", "resolve_settings", "start_branch", "train_one_epoch", "validation_accuracy",
+           "end_epoch", "finish_branch", "train_step", "EpochData", "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
+
+log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Dropout masks come from PyTorch's global CPU generator. Each branch keeps its own generator
 # state and swaps it in, under this lock, around each of its dropout modules only, so branches
 # trained concurrently in threads stay reproducible while everything else runs in parallel.
 _RNG_LOCK = threading.Lock()
+_BRANCH_SEED_OFFSET = {"g1": 0, "g2": 1_000_003}
 
 
 def _draws_random_numbers(module: nn.Module) -> bool:
@@ -67,7 +83,7 @@ class _BranchRNG:
 
     def __init__(self, state: torch.Tensor):
         self.state = state
-        self.handles = []
+        self.handles: List[Any] = []
 
     def attach(self, model: nn.Module) -> "_BranchRNG":
         for m in model.modules():
@@ -90,7 +106,39 @@ class _BranchRNG:
         for h in self.handles:
             h.remove()
         self.handles = []
-_BRANCH_SEED_OFFSET = {"g1": 0, "g2": 1_000_003}
+
+
+class CoreShare:
+    """Intra-op threads shared by branches that train at the same time in threads of one process.
+
+    ``torch.set_num_threads`` acts on the calling thread's OpenMP team, so each branch thread sets
+    its own count; `apply` (called before every batch and validation) gives each branch still
+    training an equal part of `total`, so when one branch finishes the other takes every core.
+    The thread count does not change the numbers (the products split rows and columns between
+    threads, never a sum), so results do not depend on when the hand-over happens.
+    """
+
+    def __init__(self, total: int, branches: Sequence[str]):
+        self.total = max(1, int(total))
+        self._active = list(branches)
+        self._lock = threading.Lock()
+
+    def threads(self, branch: str) -> int:
+        with self._lock:
+            if branch not in self._active:
+                return self.total
+            n, i = len(self._active), self._active.index(branch)
+        return max(1, self.total // n + (1 if i < self.total % n else 0))
+
+    def apply(self, branch: str) -> None:
+        n = self.threads(branch)
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+    def leave(self, branch: str) -> None:
+        with self._lock:
+            if branch in self._active:
+                self._active.remove(branch)
 
 
 @dataclass
@@ -113,7 +161,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "History":
-        return cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in d.items()})
+        values: Dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**values)
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -218,15 +267,6 @@ def validation_accuracy(model: nn.Module, blocks: torch.Tensor, labels: torch.Te
     return float(correct.item()) / max(1, blocks.shape[0])
 
 
-def _save_state_dict(state: Dict[str, torch.Tensor], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def _check_sets(train: Any, val: Any, branch: str) -> None:
     if branch not in BRANCHES:
         raise LrnetError(f"unknown branch {branch!r}; expected one of {', '.join(BRANCHES)}")
@@ -243,194 +283,275 @@ def _check_sets(train: Any, val: Any, branch: str) -> None:
                          "training needs both classes")
 
 
-def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: Any, val: Any, branch: str = "g1", *,
-                 config: Optional[TrainConfig] = None, epochs: Optional[int] = None, lr: Optional[float] = None,
-                 batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
-                 seed: Optional[int] = None, output: Optional[PathLike] = None, resume: bool = False,
-                 patience: Optional[int] = None, progress: bool = True, position: int = 0,
-                 callback: Optional[Callable[[int, History], None]] = None,
-                 on_batch: Optional[Callable[[int, int], None]] = None,
-                 stop_event: Optional[threading.Event] = None) -> BranchResult:
-    """Train one branch and return it with its history; the returned model holds the best weights.
+# ------------------------------------------------------------------------------ one branch, step by step
 
-    `model_or_config`: a model to train in place, or a `ModelConfig` (None: ``config.model``) to
-    build one. `train` / `val`: `lrnet.datasets.BlockSet`. Settings not given explicitly come from
-    `config` (default `TrainConfig()`, the reference's): epochs, lr, batch size, seed, patience.
-    `output`: folder for ``<branch>.pth`` (best weights), ``<branch>.ckpt`` (resume state) and
-    ``history_<branch>.json/.csv``; None keeps everything in memory. `resume`: continue from
-    ``output/<branch>.ckpt`` when it exists. `callback(epoch, history)` runs after each epoch;
-    `on_batch(epoch, batch)` before each batch (monitoring, tests). Raises `LrnetError` on a
-    non-finite loss or unusable data.
-    """
-    cfg = config or TrainConfig()
-    _check_sets(train, val, branch)
-    epochs = cfg.epochs(branch) if epochs is None else int(epochs)
-    lr = cfg.lr(branch) if lr is None else float(lr)
-    batch_size = cfg.batch_size if batch_size is None else int(batch_size)
-    patience = cfg.patience if patience is None else patience
-    seed = cfg.seed if seed is None else seed
+@dataclass
+class BranchSettings:
+    """The resolved settings of one branch's training (explicit arguments over the `TrainConfig`)."""
+
+    branch: str
+    epochs: int
+    lr: float
+    batch_size: int
+    patience: Optional[int]  # epochs without a strictly better val accuracy before stopping; None: off
+    seed: Optional[int]  # None: drawn at start (and recorded in the checkpoint)
+    device: torch.device
+    output: Optional[Path]  # run folder; None: nothing written
+    gru: str  # "fused" or "torch"
+    bf16: bool  # bfloat16 GRU input projections (fused GRU on CPU)
+    val_batch_size: int
+    extra_weights_name: str  # the reference's weights_name_g*: an extra copy of the best weights
+
+    @property
+    def checkpoint_path(self) -> Optional[Path]:
+        return self.output / f"{self.branch}.ckpt" if self.output else None
+
+    @property
+    def weights_path(self) -> Optional[Path]:
+        return self.output / f"{self.branch}.pth" if self.output else None
+
+
+def resolve_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """``cfg.bf16`` with None ("auto") resolved: on for the fused GRU on a CPU with native bfloat16."""
+    if cfg.bf16 is not None:
+        if cfg.bf16 and cfg.gru != "fused":
+            raise LrnetError("bf16 applies to the fused GRU only (set gru=fused)")
+        return bool(cfg.bf16)
+    return cfg.gru == "fused" and device.type == "cpu" and native_bf16()
+
+
+def resolve_settings(cfg: TrainConfig, branch: str, *, epochs: Optional[int] = None, lr: Optional[float] = None,
+                     batch_size: Optional[int] = None, seed: Optional[int] = None, patience: Optional[int] = None,
+                     device: Union[str, torch.device] = "cpu", output: Optional[PathLike] = None) -> BranchSettings:
+    """`BranchSettings` of `branch`: each argument given wins over the config's value."""
+    if branch not in BRANCHES:
+        raise LrnetError(f"unknown branch {branch!r}; expected one of {', '.join(BRANCHES)}")
     device = torch.device(device)
-    out = Path(output) if output is not None else None
-    ckpt_path = out / f"{branch}.ckpt" if out else None
-    weights_path = out / f"{branch}.pth" if out else None
+    settings = BranchSettings(
+        branch=branch, epochs=cfg.epochs(branch) if epochs is None else int(epochs),
+        lr=cfg.lr(branch) if lr is None else float(lr),
+        batch_size=cfg.batch_size if batch_size is None else int(batch_size),
+        patience=cfg.patience if patience is None else patience, seed=cfg.seed if seed is None else seed,
+        device=device, output=Path(output) if output is not None else None, gru=cfg.gru,
+        bf16=resolve_bf16(cfg, device), val_batch_size=cfg.val_batch_size,
+        extra_weights_name=cfg.weights_name(branch))
+    if settings.epochs < 1 or settings.batch_size < 1 or not settings.lr > 0:
+        raise LrnetError(f"branch {branch}: epochs and batch size must be >= 1 and the learning rate > 0 "
+                         f"(got {settings.epochs}, {settings.batch_size}, {settings.lr})")
+    return settings
 
-    state = None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path, branch)
-        seed = state["seed"]
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")  # recorded, so any run can be repeated
-    branch_seed = int(seed) + _BRANCH_SEED_OFFSET[branch]
 
-    if isinstance(model_or_config, nn.Module):
-        model = model_or_config
-    else:
-        model_cfg = model_or_config or cfg.model
-        if state is not None:
-            model_cfg = ModelConfig.from_dict(state["model_config"])
-        with _RNG_LOCK:
-            saved = torch.get_rng_state()
-            torch.manual_seed(branch_seed)
-            model = build_model(model_cfg)
-            torch.set_rng_state(saved)
-    if cfg.bf16 and cfg.gru != "fused":
-        raise LrnetError("bf16 applies to the fused GRU only (set gru=fused)")
-    if hasattr(model, "gru_impl"):
-        model.gru_impl = ("fused-bf16" if cfg.bf16 else "fused") if cfg.gru == "fused" else "torch"
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+@dataclass
+class BranchState:
+    """Everything that changes while a branch trains, and all a checkpoint needs to resume it."""
 
-    # Per-branch random streams: shuffling (explicit generator) and dropout (swapped-in CPU state).
-    shuffle = torch.Generator(device=device)
-    shuffle.manual_seed(branch_seed)
-    swap_rng = device.type == "cpu"
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator  # batch order
+    dropout: torch.Tensor  # CPU generator state of the branch's dropout stream (swapped in by _BranchRNG)
+    seed: int
+    history: History
+    start_epoch: int = 0  # epochs already done (resume)
+    best_state: Optional[Dict[str, torch.Tensor]] = None  # CPU copy of the best weights
+    rng_swap: Optional[_BranchRNG] = None  # attached while training on CPU
+    built: bool = True  # the model was built here (not passed in by the caller)
+
+    def rng(self) -> Dict[str, Any]:
+        """The random streams as saved in a checkpoint."""
+        dropout = self.rng_swap.state if self.rng_swap is not None else self.dropout
+        out = {"shuffle": self.shuffle.get_state(), "dropout": dropout}
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            out["cuda"] = torch.cuda.get_rng_state(device)
+        return out
+
+
+def _seeded_cpu_state(seed: int) -> torch.Tensor:
+    """A CPU generator state seeded with `seed`, made without disturbing the global generator."""
     with _RNG_LOCK:
         saved = torch.get_rng_state()
-        torch.manual_seed(branch_seed + 1)
-        dropout_rng = torch.get_rng_state()
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
         torch.set_rng_state(saved)
-    if device.type == "cuda":
+    return state
+
+
+def _new_model(model_or_config: Union[nn.Module, ModelConfig, None], cfg: TrainConfig, settings: BranchSettings,
+               seed: int, checkpoint: Optional[Dict[str, Any]]) -> nn.Module:
+    if isinstance(model_or_config, nn.Module):
+        return model_or_config
+    model_cfg = model_or_config or cfg.model
+    if checkpoint is not None:
+        model_cfg = ModelConfig.from_dict(checkpoint["model_config"])
+    with _RNG_LOCK:  # initial weights from the branch's seed, global generator left as it was
+        saved = torch.get_rng_state()
+        torch.manual_seed(seed)
+        model = build_model(model_cfg, gru=settings.gru, bf16=settings.bf16)
+        torch.set_rng_state(saved)
+    return model
+
+
+def start_branch(model_or_config: Union[nn.Module, ModelConfig, None], settings: BranchSettings,
+                 cfg: TrainConfig, resume: bool = False) -> BranchState:
+    """A seeded `BranchState`, or the one saved in ``<branch>.ckpt`` when `resume` and it exists."""
+    ckpt = None
+    path = settings.checkpoint_path
+    if resume and path is not None and path.is_file():
+        ckpt = _load_checkpoint(path, settings.branch)
+    seed = ckpt["seed"] if ckpt is not None else settings.seed
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")  # recorded, so any run can be repeated
+    branch_seed = int(seed) + _BRANCH_SEED_OFFSET[settings.branch]
+    model = _new_model(model_or_config, cfg, settings, branch_seed, ckpt).to(settings.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    shuffle = torch.Generator(device=settings.device)
+    shuffle.manual_seed(branch_seed)
+    if settings.device.type == "cuda":
         torch.cuda.manual_seed(branch_seed + 1)
+    state = BranchState(model, optimizer, shuffle, _seeded_cpu_state(branch_seed + 1), int(seed),
+                        History(settings.branch), built=not isinstance(model_or_config, nn.Module))
+    if ckpt is not None:
+        _restore(state, ckpt, settings)
+    return state
 
-    history = History(branch)
-    best_state = None
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = History.from_dict(state["history"])
-        start_epoch = int(state["epoch"])
-        shuffle.set_state(state["rng"]["shuffle"])
-        dropout_rng = state["rng"]["dropout"]
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        if weights_path is not None and weights_path.is_file():
-            from .weights import load_state_dict
 
-            best_state = load_state_dict(weights_path)
-        history.stopped = ""
+def _restore(state: BranchState, ckpt: Dict[str, Any], settings: BranchSettings) -> None:
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.history = History.from_dict(ckpt["history"])
+    state.history.stopped = ""
+    state.start_epoch = int(ckpt["epoch"])
+    state.shuffle.set_state(ckpt["rng"]["shuffle"])
+    state.dropout = ckpt["rng"]["dropout"]
+    if settings.device.type == "cuda" and "cuda" in ckpt["rng"]:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"], settings.device)
+    if settings.weights_path is not None and settings.weights_path.is_file():
+        from .weights import load_state_dict
 
-    X = _as_tensor(train.blocks, device)
-    frames = X.view(-1, X.shape[-1])  # (n_blocks * B, 136) rows, a view
-    y_blocks = torch.as_tensor(train.block_labels, dtype=torch.int64, device=device)
-    samples = torch.as_tensor(train.sample_index, dtype=torch.int64, device=device)
-    Xv = _as_tensor(val.blocks, device)
-    yv = torch.as_tensor(val.block_labels, dtype=torch.int64, device=device)
-    n = samples.numel()
+        state.best_state = load_state_dict(settings.weights_path)
 
-    from tqdm.auto import tqdm
 
-    branch_rng = _BranchRNG(dropout_rng).attach(model) if swap_rng else None
-    bar = tqdm(total=epochs, initial=min(start_epoch, epochs), desc=f"train {branch}", unit="epoch",
-               position=position, leave=True, disable=not progress, dynamic_ncols=True)
-    since_best = _epochs_since_best(history)
-    batch_buffers: Dict[str, torch.Tensor] = {}  # reused by every batch (see gather_batch)
-    try:
-        for epoch in range(start_epoch + 1, epochs + 1):
-            if patience is not None and since_best >= patience:
-                history.stopped = f"early stopping: val accuracy did not improve for {patience} epochs"
-                break
-            t0 = time.perf_counter()
-            model.train()
-            order = samples[torch.randperm(n, generator=shuffle, device=device)]
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            for b, i in enumerate(range(0, n, batch_size)):
-                if stop_event is not None and stop_event.is_set():
-                    raise _Stop()
-                if on_batch is not None:
-                    on_batch(epoch, b)
-                idx = order[i:i + batch_size]
-                xb = gather_batch(frames, idx, train.block_size, branch, batch_buffers)
-                yb = y_blocks.index_select(0, idx)
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)  # log-softmax + NLL, stable
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach().double() * idx.numel()
-                correct += (logits.detach().argmax(dim=1) == yb).sum()
-            train_loss = float(loss_sum.item()) / n
-            if not math.isfinite(train_loss):
-                raise LrnetError(f"branch {branch}: the training loss became {train_loss} at epoch {epoch}; "
-                                 f"stopped (best weights so far, val acc {history.best_val_acc:.4f} at epoch "
-                                 f"{history.best_epoch}, are kept); try a lower learning rate")
-            val_acc = validation_accuracy(model, Xv, yv, branch, cfg.val_batch_size)
-            history.epoch.append(epoch)
-            history.loss.append(train_loss)
-            history.train_acc.append(float(correct.item()) / n)
-            history.val_acc.append(val_acc)
-            history.seconds.append(time.perf_counter() - t0)
-            if val_acc > history.best_val_acc:
-                history.improved_epoch = epoch
-                since_best = 0
-            else:
-                since_best += 1
-            if val_acc >= history.best_val_acc:  # as the reference: ties move the checkpoint forward
-                history.best_val_acc = val_acc
-                history.best_epoch = epoch
-                best_state = _cpu_state(model)
-                if weights_path is not None:
-                    _save_state_dict(best_state, weights_path)
-            if ckpt_path is not None:
-                rng = {"shuffle": shuffle.get_state(),
-                       "dropout": branch_rng.state if branch_rng is not None else dropout_rng}
-                if device.type == "cuda":
-                    rng["cuda"] = torch.cuda.get_rng_state(device)
-                _save_checkpoint(ckpt_path, model, optimizer, epoch, history, rng, seed, cfg, branch)
-                _write_history(out, history)
-            bar.set_postfix(loss=f"{train_loss:.4f}", train=f"{history.train_acc[-1]:.4f}", val=f"{val_acc:.4f}",
-                            best=f"{history.best_val_acc:.4f}", refresh=False)
-            bar.update(1)
-            if callback is not None:
-                callback(epoch, history)
-        if not history.stopped:
-            history.stopped = "completed"
-    finally:
-        bar.close()
-        batch_buffers.clear()
-        release_workspace()  # this thread's pooled GRU buffers
-        if branch_rng is not None:
-            dropout_rng = branch_rng.state
-            branch_rng.detach()
-    if ckpt_path is not None:
-        # Record the final status in the checkpoint too (a finished run resumes as finished).
-        if ckpt_path.is_file():
-            ck = _load_checkpoint(ckpt_path, branch)
-            ck["history"] = history.to_dict()
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(ck, tmp)
-        _write_history(out, history)
-        extra = cfg.weights_name(branch)
-        if weights_path is not None and weights_path.is_file() and extra and extra != weights_path.name:
-            import shutil
+@dataclass
+class EpochData:
+    """The training and validation data as tensors on the training device (views, no copies on CPU)."""
 
-            with atomic_path(out / extra) as tmp:  # the reference's weights_name_g*, as an extra copy
-                shutil.copyfile(weights_path, tmp)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    frames: torch.Tensor  # (n_blocks * B, 136): every block's rows
+    block_labels: torch.Tensor  # (n_blocks,) int64
+    samples: torch.Tensor  # (n_samples,) int64 block indices of one epoch
+    block_size: int
+    val_blocks: torch.Tensor  # (n_val, B, 136)
+    val_labels: torch.Tensor  # (n_val,) int64
+
+    @classmethod
+    def of(cls, train: Any, val: Any, device: torch.device) -> "EpochData":
+        blocks = _as_tensor(train.blocks, device)
+        return cls(blocks.view(-1, blocks.shape[-1]),
+                   torch.as_tensor(train.block_labels, dtype=torch.int64, device=device),
+                   torch.as_tensor(train.sample_index, dtype=torch.int64, device=device), int(train.block_size),
+                   _as_tensor(val.blocks, device), torch.as_tensor(val.block_labels, dtype=torch.int64, device=device))
+
+
+@dataclass
+class EpochHooks:
+    """What runs around the batches: stop requests, per-batch callback, thread sharing."""
+
+    stop: Optional[threading.Event] = None  # set: stop before the next batch (raises _Stop)
+    on_batch: Optional[Callable[[int, int], None]] = None  # on_batch(epoch, batch), before each batch
+    cores: Optional[CoreShare] = None
+    workspace: Dict[str, torch.Tensor] = field(default_factory=dict)  # batch buffers (see gather_batch)
+
+
+def train_one_epoch(state: BranchState, data: EpochData, settings: BranchSettings, epoch: int,
+                    hooks: Optional[EpochHooks] = None) -> Tuple[float, float]:
+    """One pass over the shuffled samples; returns (mean loss, train accuracy) of the epoch."""
+    hooks = hooks or EpochHooks()
+    model, optimizer, device = state.model, state.optimizer, settings.device
+    model.train()
+    n = data.samples.numel()
+    order = data.samples[torch.randperm(n, generator=state.shuffle, device=device)]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for b, i in enumerate(range(0, n, settings.batch_size)):
+        if hooks.stop is not None and hooks.stop.is_set():
+            raise _Stop()
+        if hooks.cores is not None:
+            hooks.cores.apply(settings.branch)
+        if hooks.on_batch is not None:
+            hooks.on_batch(epoch, b)
+        loss, hits = train_step(model, optimizer, data, order[i:i + settings.batch_size], settings.branch,
+                                hooks.workspace)
+        loss_sum += loss.double() * min(settings.batch_size, n - i)
+        correct += hits
+    return float(loss_sum.item()) / n, float(correct.item()) / n
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: EpochData, idx: torch.Tensor, branch: str,
+               workspace: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step on the blocks `idx` (on the data's device); returns (mean loss, correct
+    predictions) as 0-d tensors on that device, so the epoch never waits on a device sync."""
+    xb = gather_batch(data.frames, idx, data.block_size, branch, workspace)
+    yb = data.block_labels.index_select(0, idx)
+    logits = model(xb)
+    loss = F.cross_entropy(logits, yb)  # log-softmax + NLL, stable
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(dim=1) == yb).sum()
+
+
+def end_epoch(state: BranchState, settings: BranchSettings, cfg: TrainConfig, epoch: int, loss: float,
+              train_acc: float, val_acc: float, seconds: float) -> None:
+    """Record the epoch; keep (and save) the weights when val accuracy >= best; write the checkpoint."""
+    h = state.history
+    if not math.isfinite(loss):
+        raise LrnetError(f"branch {settings.branch}: the training loss became {loss} at epoch {epoch}; stopped "
+                         f"(best weights so far, val acc {h.best_val_acc:.4f} at epoch {h.best_epoch}, are kept); "
+                         "try a lower learning rate")
+    h.epoch.append(epoch)
+    h.loss.append(loss)
+    h.train_acc.append(train_acc)
+    h.val_acc.append(val_acc)
+    h.seconds.append(seconds)
+    if val_acc > h.best_val_acc:
+        h.improved_epoch = epoch
+    if val_acc >= h.best_val_acc:  # as the reference: ties move the checkpoint forward
+        h.best_val_acc, h.best_epoch = val_acc, epoch
+        state.best_state = _cpu_state(state.model)
+        if settings.weights_path is not None:
+            save_torch(state.best_state, settings.weights_path)
+    if settings.checkpoint_path is not None:
+        _save_checkpoint(settings.checkpoint_path, state, epoch, cfg, settings.branch)
+        _write_history(settings.output, h)
+    log.info("%s epoch %d/%d: loss %.4f, train acc %.4f, val acc %.4f (best %.4f at %d), %.2f s", settings.branch,
+             epoch, settings.epochs, loss, train_acc, val_acc, h.best_val_acc, h.best_epoch, seconds)
+
+
+def finish_branch(state: BranchState, settings: BranchSettings, cfg: TrainConfig) -> BranchResult:
+    """Record the final status (checkpoint, history, the reference's extra weights copy); load the best weights."""
+    h = state.history
+    if not h.stopped:
+        h.stopped = "completed"
+    out, ckpt_path, weights = settings.output, settings.checkpoint_path, settings.weights_path
+    if out is not None:
+        if ckpt_path is not None and ckpt_path.is_file():  # a finished run resumes as finished
+            ck = _load_checkpoint(ckpt_path, settings.branch)
+            ck["history"] = h.to_dict()
+            save_torch(ck, ckpt_path)
+        _write_history(out, h)
+        extra = settings.extra_weights_name
+        if weights is not None and weights.is_file() and extra and extra != weights.name:
+            with writing(out / extra):  # the reference's weights_name_g*, as an extra copy
+                atomic_write_bytes(out / extra, weights.read_bytes())
+    model = state.model
+    if state.built and getattr(model, "gru_impl", "torch") != "torch":
+        # Hand back the plain nn.GRU model (exact fp32 inference, as the saved weights load).
+        model = build_model(getattr(model, "config")).to(settings.device)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    elif model is not state.model:
+        model.load_state_dict(state.model.state_dict())
     model.eval()
-    return BranchResult(branch, model, history, weights_path, ckpt_path)
+    return BranchResult(settings.branch, model, h, weights, ckpt_path)
 
 
 def _epochs_since_best(history: History) -> int:
@@ -440,23 +561,93 @@ def _epochs_since_best(history: History) -> int:
     return history.epoch[-1] - history.improved_epoch
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer, epoch: int, history: History, rng: Dict[str, Any],
-                     seed: int, cfg: TrainConfig, branch: str) -> None:
-    model_cfg = getattr(model, "config", None)
-    state = {
+def _run_epochs(state: BranchState, data: EpochData, settings: BranchSettings, cfg: TrainConfig,
+                hooks: EpochHooks, bar: Any, callback: Optional[Callable[[int, History], None]]) -> None:
+    h = state.history
+    for epoch in range(state.start_epoch + 1, settings.epochs + 1):
+        if settings.patience is not None and _epochs_since_best(h) >= settings.patience:
+            h.stopped = f"early stopping: val accuracy did not improve for {settings.patience} epochs"
+            return
+        t0 = time.perf_counter()
+        loss, acc = train_one_epoch(state, data, settings, epoch, hooks)
+        if hooks.cores is not None:
+            hooks.cores.apply(settings.branch)
+        val_acc = (validation_accuracy(state.model, data.val_blocks, data.val_labels, settings.branch,
+                                       settings.val_batch_size) if math.isfinite(loss) else float("nan"))
+        end_epoch(state, settings, cfg, epoch, loss, acc, val_acc, time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{loss:.4f}", train=f"{acc:.4f}", val=f"{val_acc:.4f}", best=f"{h.best_val_acc:.4f}",
+                        refresh=False)
+        bar.update(1)
+        if callback is not None:
+            callback(epoch, h)
+
+
+def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: Any, val: Any, branch: str = "g1", *,
+                 config: Optional[TrainConfig] = None, epochs: Optional[int] = None, lr: Optional[float] = None,
+                 batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+                 seed: Optional[int] = None, output: Optional[PathLike] = None, resume: bool = False,
+                 patience: Optional[int] = None, progress: bool = True, position: int = 0,
+                 callback: Optional[Callable[[int, History], None]] = None,
+                 on_batch: Optional[Callable[[int, int], None]] = None,
+                 stop_event: Optional[threading.Event] = None, cores: Optional[CoreShare] = None) -> BranchResult:
+    """Train one branch and return it with its history; the returned model holds the best weights.
+
+    `model_or_config`: a model to train in place, or a `ModelConfig` (None: ``config.model``) to
+    build one (with ``config.gru`` / ``config.bf16``). `train` / `val`: `lrnet.datasets.BlockSet`.
+    Settings not given explicitly come from `config` (default `TrainConfig()`, the reference's).
+    `output`: folder for ``<branch>.pth`` (best weights), ``<branch>.ckpt`` (resume state) and
+    ``history_<branch>.json/.csv``; None keeps everything in memory (no lock or refusal rules
+    here: `train` applies them). `resume`: continue from ``output/<branch>.ckpt`` when it exists.
+    `callback(epoch, history)` runs after each epoch; `on_batch(epoch, batch)` before each batch.
+    `cores`: thread sharing with concurrently trained branches. Raises `LrnetError` on a
+    non-finite loss, unusable data or a failed write.
+    """
+    cfg = config or TrainConfig()
+    _check_sets(train, val, branch)
+    settings = resolve_settings(cfg, branch, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                patience=patience, device=device, output=output)
+    state = start_branch(model_or_config, settings, cfg, resume)
+    data = EpochData.of(train, val, settings.device)
+    hooks = EpochHooks(stop_event, on_batch, cores)
+    if settings.device.type == "cpu":
+        state.rng_swap = _BranchRNG(state.dropout).attach(state.model)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=settings.epochs, initial=min(state.start_epoch, settings.epochs), desc=f"train {branch}",
+               unit="epoch", position=position, leave=True, disable=not progress, dynamic_ncols=True)
+    try:
+        _run_epochs(state, data, settings, cfg, hooks, bar, callback)
+    finally:
+        bar.close()
+        hooks.workspace.clear()
+        release_workspace()  # this thread's pooled GRU buffers
+        if state.rng_swap is not None:
+            state.dropout = state.rng_swap.state
+            state.rng_swap.detach()
+            state.rng_swap = None
+        if cores is not None:
+            cores.leave(branch)
+    return finish_branch(state, settings, cfg)
+
+
+def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, state: BranchState, epoch: int, cfg: TrainConfig, branch: str) -> None:
+    model_cfg = getattr(state.model, "config", None)
+    save_torch({
         "format": "lrnet-checkpoint-1",
         "branch": branch,
         "epoch": epoch,
-        "model": _cpu_state(model),
-        "optimizer": optimizer.state_dict(),
-        "history": history.to_dict(),
-        "rng": rng,
-        "seed": int(seed),
+        "model": _cpu_state(state.model),
+        "optimizer": state.optimizer.state_dict(),
+        "history": state.history.to_dict(),
+        "rng": state.rng(),
+        "seed": int(state.seed),
         "model_config": model_cfg.to_dict() if isinstance(model_cfg, ModelConfig) else {},
         "config": cfg.to_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    }, path)
 
 
 def _load_checkpoint(path: Path, branch: str) -> Dict[str, Any]:
@@ -475,8 +666,10 @@ def _load_checkpoint(path: Path, branch: str) -> Dict[str, Any]:
 def _write_history(out: Optional[Path], history: History) -> None:
     if out is None:
         return
-    atomic_write_text(out / f"history_{history.branch}.json", json.dumps(history.to_dict(), indent=1) + "\n")
-    atomic_write_text(out / f"history_{history.branch}.csv", history.to_csv())
+    import json
+
+    write_text(out / f"history_{history.branch}.json", json.dumps(history.to_dict(), indent=1) + "\n")
+    write_text(out / f"history_{history.branch}.csv", history.to_csv())
 
 
 def plot_histories(histories: Dict[str, History], path: PathLike) -> Path:
@@ -503,10 +696,13 @@ def plot_histories(histories: Dict[str, History], path: PathLike) -> Path:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
+    with writing(path), atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return path
 
+
+
+# ------------------------------------------------------------------------------ both branches, run folder
 
 def _use_concurrency(cfg: TrainConfig, branches: Sequence[str], device: torch.device) -> bool:
     if len(branches) < 2:
@@ -518,8 +714,9 @@ def _use_concurrency(cfg: TrainConfig, branches: Sequence[str], device: torch.de
     return device.type == "cpu" and (os.cpu_count() or 1) >= 2
 
 
-def run_metadata(cfg: TrainConfig, train: Any, val: Any, branches: Sequence[str]) -> Dict[str, Any]:
-    """What ``OUT/lrnet.json`` holds (read back by `lrnet.weights.resolve_weights`)."""
+def run_metadata(cfg: TrainConfig, train: Any, val: Any, branches: Sequence[str],
+                 fps: Optional[float] = None, fps_source: str = "unknown") -> Dict[str, Any]:
+    """The keys of ``OUT/lrnet.json`` that training manages (read back by `lrnet.weights.resolve_weights`)."""
     def describe(s):
         return {"name": s.name, "root": getattr(s, "root", None), "synthetic": bool(getattr(s, "synthetic", False)),
                 "counts": s.counts() if hasattr(s, "counts") else {}}
@@ -527,18 +724,111 @@ def run_metadata(cfg: TrainConfig, train: Any, val: Any, branches: Sequence[str]
     from . import __version__
 
     return {"model": cfg.model.to_dict(), "block_size": int(train.block_size), "branches": list(branches),
+            "fps": fps, "fps_source": fps_source,
             "dataset": {"train": describe(train), "val": describe(val)}, "config": cfg.to_dict(),
             "lrnet_version": __version__}
 
 
+def input_folders(*sets: Any) -> List[Path]:
+    """The folders the landmark files of `sets` were read from (an output must not be inside one)."""
+    folders: set = set()
+    for s in sets:
+        root = getattr(s, "root", None)
+        if root:
+            folders.update(Path(root) / Path(v).parent for v in getattr(s, "videos", []))
+    return sorted(folders)
+
+
+def _record_run(run: RunFolder, cfg: TrainConfig, train_set: Any, val_set: Any, branches: Sequence[str],
+                fps: Optional[float]) -> None:
+    """Write the run's keys into ``lrnet.json`` (others kept); a resumed run must keep its settings."""
+    recorded = read_meta(run.path)
+    fps, source = dataset_fps(train_set, fps)
+    if fps is None and recorded.get("fps"):
+        fps, source = recorded["fps"], recorded.get("fps_source", "recorded")
+    if fps is None:
+        log.warning("frame rate of the training videos unknown (no --fps, no extraction log in the dataset root, "
+                    "not synthetic): lrnet.json records fps null")
+    meta = run_metadata(cfg, train_set, val_set, branches, fps, source)
+    if run.resume and recorded:
+        differ = resume_conflicts(recorded, meta)
+        if differ:
+            raise LrnetError(f"{run.path}: --resume with settings that differ from the recorded run "
+                             f"({', '.join(differ)}); use the original settings or start a new --output")
+        meta["branches"] = sorted(set(recorded.get("branches", [])) | set(branches))
+    if run.overwrite and not run.resume:
+        if "threshold" in recorded:
+            log.warning("%s: keeps the threshold calibrated for the replaced weights; recalibrate with "
+                        "lrnet evaluate --calibrate", run.path / "lrnet.json")
+        run.clear(branches)
+    update_meta(run.path, meta)
+
+
+def _train_branches(cfg: TrainConfig, train_set: Any, val_set: Any, branches: Sequence[str], device: torch.device,
+                    out: Optional[Path], resume: bool, progress: bool,
+                    callback: Optional[Callable[[str, int, History], None]]) -> Dict[str, BranchResult]:
+    """Train `branches` one after the other or, on a multi-core CPU, at the same time in threads."""
+    concurrent = _use_concurrency(cfg, branches, device)
+    total = torch.get_num_threads()
+    cores = CoreShare(total, branches) if concurrent and not cfg.threads and device.type == "cpu" else None
+    fixed = cfg.threads or total
+
+    def run(branch: str, position: int, stop: Optional[threading.Event]) -> BranchResult:
+        cb = (lambda e, h: callback(branch, e, h)) if callback else None
+        # In a worker thread too: OpenMP's thread count is per calling thread.
+        torch.set_num_threads(cores.threads(branch) if cores is not None else fixed)
+        return train_branch(None, train_set, val_set, branch, config=cfg, device=device, output=out, resume=resume,
+                            progress=progress, position=position, callback=cb, stop_event=stop, cores=cores)
+
+    try:
+        if not concurrent:
+            return {b: run(b, 0, None) for b in branches}
+        return _run_concurrently(run, branches)
+    finally:
+        torch.set_num_threads(total)
+
+
+def _run_concurrently(run: Callable[[str, int, Optional[threading.Event]], BranchResult],
+                      branches: Sequence[str]) -> Dict[str, BranchResult]:
+    """`run` each branch in its own thread; the first failure (or Ctrl-C) stops the others at their next batch."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    results: Dict[str, BranchResult] = {}
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=len(branches), thread_name_prefix="lrnet-train") as pool:
+        futures = {pool.submit(run, b, i, stop): b for i, b in enumerate(branches)}
+        try:
+            errors = []
+            for fut in as_completed(futures):  # completion order: a failure stops the other branch at once
+                try:
+                    results[futures[fut]] = fut.result()
+                except _Stop:
+                    pass
+                except BaseException as exc:
+                    stop.set()
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+        except BaseException:  # Ctrl-C lands here, in the main thread: stop the branch threads first
+            stop.set()
+            raise
+    return {b: results[b] for b in branches if b in results}  # branch order, not finish order
+
+
 def train(config: Optional[TrainConfig], train_set: Any, val_set: Any, branches: Sequence[str] = BRANCHES, *,
-          output: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu", resume: bool = False,
-          progress: bool = True, callback: Optional[Callable[[str, int, History], None]] = None) -> TrainResult:
+          output: Union[PathLike, RunFolder, None] = None, device: Union[str, torch.device] = "cpu",
+          resume: bool = False, overwrite: bool = False, fps: Optional[float] = None, progress: bool = True,
+          callback: Optional[Callable[[str, int, History], None]] = None) -> TrainResult:
     """Train `branches` (g1 then g2, or both at once on a multi-core CPU) and write the run folder.
 
-    `config`: a `TrainConfig` (None: the reference preset). `output`: run folder (None:
-    ``config.output``; both None: nothing is written). The data are shared by the branches
-    (one copy); load them once and call `train` as often as you like with different configs.
+    `config`: a `TrainConfig` (None: the reference preset). `output`: run folder, or a `RunFolder`
+    already opened with `lrnet.runs.open_run` (None: ``config.output``; both None: nothing is
+    written). A folder is locked for the run (one writer), must not be inside the dataset, and
+    may hold an earlier run only with `resume` (continue it; its recorded settings must match)
+    or `overwrite` (replace it). `fps`: frame rate of the training videos to record (default:
+    from the dataset's extraction log or synthetic marker, see `lrnet.runs.dataset_fps`). The
+    data are shared by the branches (one copy); load them once and call `train` as often as you
+    like with different configs.
     """
     cfg = config or TrainConfig()
     branches = tuple(branches)
@@ -549,58 +839,25 @@ def train(config: Optional[TrainConfig], train_set: Any, val_set: Any, branches:
         raise LrnetError(f"the data were cut into {train_set.block_size}-frame blocks but the configuration says "
                          f"BLOCK_SIZE {cfg.block_size}; load the dataset with block_size={cfg.block_size}")
     device = torch.device(device)
-    out = Path(output) if output is not None else (Path(cfg.output) if cfg.output else None)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "lrnet.json", json.dumps(run_metadata(cfg, train_set, val_set, branches), indent=1) + "\n")
+    if output is None and cfg.output:
+        output = cfg.output
+    if output is None:
+        results = _train_branches(cfg, train_set, val_set, branches, device, None, False, progress, callback)
+        return TrainResult(None, results, cfg, None)
+    if isinstance(output, RunFolder):
+        return _train_in(output, cfg, train_set, val_set, branches, device, fps, progress, callback)
+    with open_run(output, resume=resume, overwrite=overwrite, inputs=input_folders(train_set, val_set)) as run:
+        return _train_in(run, cfg, train_set, val_set, branches, device, fps, progress, callback)
 
-    concurrent = _use_concurrency(cfg, branches, device)
-    old_threads = torch.get_num_threads()
-    if cfg.threads:
-        threads = cfg.threads
-    else:
-        threads = max(1, old_threads // 2) if concurrent else old_threads
-    torch.set_num_threads(threads)
-    results: Dict[str, BranchResult] = {}
-    try:
-        def run(branch: str, position: int, stop: Optional[threading.Event]) -> BranchResult:
-            cb = (lambda e, h: callback(branch, e, h)) if callback else None
-            # In a worker thread too: OpenMP's thread count is per calling thread, and a fresh
-            # thread may otherwise run its GEMMs on every core (two branches oversubscribe).
-            torch.set_num_threads(threads)
-            return train_branch(None, train_set, val_set, branch, config=cfg, device=device, output=out,
-                                resume=resume, progress=progress, position=position, callback=cb, stop_event=stop)
 
-        if concurrent:
-            from concurrent.futures import ThreadPoolExecutor, as_completed
+def _train_in(run: RunFolder, cfg: TrainConfig, train_set: Any, val_set: Any, branches: Sequence[str],
+              device: torch.device, fps: Optional[float], progress: bool,
+              callback: Optional[Callable[[str, int, History], None]]) -> TrainResult:
+    from .runs import check_not_input
 
-            stop = threading.Event()
-            with ThreadPoolExecutor(max_workers=len(branches), thread_name_prefix="lrnet-train") as pool:
-                futures = {pool.submit(run, b, i, stop): b for i, b in enumerate(branches)}
-                try:
-                    errors = []
-                    # In completion order, so that a branch that fails stops the other one at once.
-                    for fut in as_completed(futures):
-                        try:
-                            results[futures[fut]] = fut.result()
-                        except _Stop:
-                            pass
-                        except BaseException as exc:  # stop the other branch, then re-raise
-                            stop.set()
-                            errors.append(exc)
-                    if errors:
-                        raise errors[0]
-                except KeyboardInterrupt:
-                    stop.set()
-                    raise
-            results = {b: results[b] for b in branches if b in results}  # branch order, not finish order
-        else:
-            for b in branches:
-                results[b] = run(b, 0, None)
-    finally:
-        torch.set_num_threads(old_threads)
-    curves = None
-    if out is not None:
-        histories = {b: results[b].history for b in branches if b in results}
-        curves = plot_histories(histories, out / "training_curves.png")
-    return TrainResult(out, results, cfg, curves)
+    check_not_input(run.path, input_folders(train_set, val_set))
+    _record_run(run, cfg, train_set, val_set, branches, fps)
+    results = _train_branches(cfg, train_set, val_set, branches, device, run.path, run.resume, progress, callback)
+    histories = {b: r.history for b, r in results.items()}
+    curves = plot_histories(histories, run.path / "training_curves.png")
+    return TrainResult(run.path, results, cfg, curves)

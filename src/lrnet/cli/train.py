@@ -2,16 +2,25 @@
 
 Settings come from a preset (``--preset``), YAML files with the reference's keys (``--config``,
 repeatable: the reference's ``args_train.yaml`` and ``args_model.yaml`` work unchanged),
-``--set KEY=VALUE`` overrides and the short flags (``--epochs`` ...), in that order.
+``--set KEY=VALUE`` overrides and the short flags (``--epochs`` ...), in that order. The run
+folder is locked for the run, never inside the dataset, and an earlier run in it is continued
+(``--resume``) or replaced (``--overwrite``), never silently overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, Sequence
 
-from .common import add_branch_flag, add_dataset_flags, add_gpu_flag, branches_of
+from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, branches_of, nonneg_int, positive_float,
+                     positive_int)
+
+# (flag attribute, config key) pairs copied into the configuration when given.
+_FLAG_KEYS = (("batch_size", "batch_size"), ("block_size", "block_size"), ("seed", "seed"), ("patience", "patience"),
+              ("threads", "threads"), ("concurrent", "concurrent"), ("gru", "gru"), ("bf16", "bf16"))
 
 
 def register(sub) -> None:
@@ -26,98 +35,166 @@ def register(sub) -> None:
     add_dataset_flags(p)
     p.set_defaults(root=None)  # None: the config's add_dataset_root (./datasets by default)
     add_branch_flag(p)
+    _add_setting_flags(p)
+    _add_run_flags(p)
+    p.set_defaults(func=run)
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="reference", help="named settings: reference (default), paper, tf-legacy")
     p.add_argument("--config", action="append", default=[], metavar="YAML",
                    help="YAML file of settings (reference keys such as BLOCK_SIZE, EPOCHS_g1, rnn_unit); repeatable")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one setting, e.g. --set EPOCHS_g1=100 --set rnn_unit=64; repeatable")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for every trained branch (EPOCHS_g1/EPOCHS_g2)")
-    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (BATCH_SIZE)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate of every branch (LEARNING_RATE_g*)")
-    p.add_argument("--block-size", type=int, default=None, help="frames per block (BLOCK_SIZE)")
-    p.add_argument("--seed", type=int, default=None, help="random seed: same seed, same weights (on CPU)")
-    p.add_argument("--patience", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs for every trained branch (EPOCHS_g1/EPOCHS_g2)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="mini-batch size (BATCH_SIZE)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="Adam learning rate of every branch (LEARNING_RATE_g*)")
+    p.add_argument("--block-size", type=positive_int, default=None, help="frames per block (BLOCK_SIZE, >= 2)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="random seed: same seed, same weights (on CPU)")
+    p.add_argument("--patience", type=positive_int, default=None,
                    help="stop a branch after this many epochs without a better val accuracy (default: off)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/g*.ckpt")
-    p.add_argument("--output", "-o", default=None, metavar="DIR",
-                   help="run folder (default: add_weights from the config, else ./runs/DATASET_LEVEL)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="PyTorch threads (per branch when g1 and g2 train concurrently; default: automatic)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="PyTorch threads per branch, fixed (default: automatic; concurrent branches share the "
+                        "cores and a branch left alone takes them all)")
     p.add_argument("--concurrent", choices=("auto", "on", "off"), default=None,
                    help="train g1 and g2 at the same time (default auto: on a multi-core CPU when both are trained)")
     p.add_argument("--gru", choices=("fused", "torch"), default=None,
                    help="GRU implementation for training on CPU (default fused: same maths, faster)")
-    p.add_argument("--bf16", action="store_true", default=None,
-                   help="bfloat16 GRU input projections on CPU (faster where AVX512-BF16/AMX exist; changes numerics "
-                        "slightly, off by default)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 GRU input projections on CPU (default: on where the CPU has native bfloat16, "
+                        "AVX512-BF16/AMX; --no-bf16 for plain fp32)")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", default=None, metavar="DIR",
+                   help="run folder (default: add_weights from the config, else ./runs/DATASET_LEVEL)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its checkpoints (same settings as recorded in OUT/lrnet.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the training run already in OUT")
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frame rate of the training videos, recorded in lrnet.json (default: from the dataset's "
+                        "extract_log.csv, or 30 for synthetic data)")
     p.add_argument("--no-cache", action="store_true", help="re-read the landmark text files, ignoring lrnet's cache")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; only errors and the final line")
+    p.add_argument("--verbose", "-v", action="store_true", help="also log every epoch")
     p.add_argument("--list-presets", action="store_true", help="print the presets side by side and exit")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..config import PRESET_NOTES, load_config, presets_table
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
 
-    if args.list_presets:
-        print(presets_table())
-        print()
-        for name, note in PRESET_NOTES.items():
-            print(f"{name}: {note}")
-        return 0
 
-    from ..datasets import load_split
-    from ..errors import LrnetError
-    from ..model import select_device
-    from ..train import train
+def _configure_logging(args: argparse.Namespace) -> None:
+    """lrnet's log records to stderr, one line each: warnings by default, every epoch with --verbose."""
+    logger = logging.getLogger("lrnet")
+    for handler in [h for h in logger.handlers if getattr(h, "_lrnet_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lrnet train: %(levelname)s: %(message)s"))
+    handler._lrnet_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING)
 
-    branches = branches_of(args.branch)
-    values = {}
+
+def _config(args: argparse.Namespace, branches: Sequence[str]):
+    from ..config import load_config
+
+    values: Dict[str, Any] = {}
     if args.epochs is not None:
         values.update({f"epochs_{b}": args.epochs for b in branches})
     if args.lr is not None:
         values.update({f"lr_{b}": args.lr for b in branches})
-    for flag, key in (("batch_size", "batch_size"), ("block_size", "block_size"), ("seed", "seed"),
-                      ("patience", "patience"), ("threads", "threads"), ("concurrent", "concurrent"),
-                      ("gru", "gru"), ("bf16", "bf16")):
-        if getattr(args, flag) is not None:
-            values[key] = getattr(args, flag)
+    values.update({key: getattr(args, flag) for flag, key in _FLAG_KEYS if getattr(args, flag) is not None})
     if args.root is not None:
         values["dataset_root"] = args.root
-    cfg = load_config(args.preset, args.config, args.overrides, values)
+    return load_config(args.preset, args.config, args.overrides, values)
+
+
+def _dataset_folders(root: str, dataset: str) -> List[Path]:
+    """Folders the dataset's files live in, known before loading it (an output must not be inside them)."""
+    from ..datasets import FFPP_DATASETS, FFPP_FAKES, FFPP_REAL
+
+    if dataset.endswith((".yaml", ".yml")):
+        return [Path(dataset)]
+    if dataset in FFPP_DATASETS:
+        return [Path(root) / name for name in (FFPP_REAL,) + FFPP_FAKES]
+    return [Path(root) / dataset]
+
+
+def _check_output(output: Path, args: argparse.Namespace, cfg) -> None:
+    """Early one-line refusals, before any data is read (`lrnet.runs.open_run` checks again under the lock)."""
+    from ..errors import LrnetError
+    from ..runs import RunFolder, check_not_input
+
+    if output.exists() and not output.is_dir():
+        raise LrnetError(f"{output}: is a file, not a folder; --output takes the run folder")
+    check_not_input(output, _dataset_folders(cfg.dataset_root, args.dataset) + list(args.config))
+    if args.resume and args.overwrite:
+        raise LrnetError("--resume and --overwrite exclude each other: continue the run or replace it")
+    found = RunFolder(output).existing_run() if output.is_dir() else []
+    if found and not (args.resume or args.overwrite):
+        raise LrnetError(f"{output}: holds a training run ({', '.join(found)}); add --resume to continue it, "
+                         "--overwrite to replace it, or choose another --output")
+
+
+def _describe(args: argparse.Namespace, cfg, branches: Sequence[str], tr, va, device, output: Path) -> None:
+    _say(args, f"lrnet train: {tr!r}")
+    _say(args, f"lrnet train: {va!r}")
+    if tr.synthetic:
+        _say(args, "lrnet train: NOTE: this dataset is SYNTHETIC (written by `lrnet generate`), not real FF++ landmarks")
+    epochs = ", ".join(f"{b} {cfg.epochs(b)} epochs lr {cfg.lr(b):g}" for b in branches)
+    _say(args, f"lrnet train: preset {cfg.preset}, block {cfg.block_size}, batch {cfg.batch_size}, {epochs}, "
+               f"arch {cfg.model.arch} GRU {cfg.model.rnn_unit}, device {device}, output {output}"
+               + (" (resuming)" if args.resume else ""))
+
+
+def _report(args: argparse.Namespace, cfg, result, output: Path) -> None:
+    for b, r in result.branches.items():
+        h = r.history
+        mean_s = sum(h.seconds) / len(h.seconds) if h.seconds else float("nan")
+        _say(args, f"{b}: best val acc {h.best_val_acc:.4f} at epoch {h.best_epoch} of {len(h.epoch)} ({h.stopped}); "
+                   f"{mean_s:.2f} s/epoch; weights {r.weights}")
+    if result.curves is not None:
+        _say(args, f"training curves: {result.curves}")
+    root = f" --root {cfg.dataset_root}" if cfg.dataset_root != "./datasets" else ""
+    print(f"run folder: {output}  (evaluate with: lrnet evaluate -d {args.dataset} -l {args.level}{root} "
+          f"--weights {output})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import PRESET_NOTES, presets_table
+
+    if args.list_presets:
+        print(presets_table() + "\n\n" + "\n".join(f"{name}: {note}" for name, note in PRESET_NOTES.items()))
+        return 0
+    from ..datasets import load_split
+    from ..errors import LrnetError
+    from ..model import select_device
+    from ..runs import open_run
+    from ..train import input_folders, train
+
+    _configure_logging(args)
+    branches = branches_of(args.branch)
+    cfg = _config(args, branches)
     device = select_device(args.gpu)
     output = Path(args.output or cfg.output or Path("runs") / f"{Path(args.dataset).stem}_{args.level}")
-
+    _check_output(output, args, cfg)
     progress = not args.quiet
-    splits = {}
-    for split in ("train", "val"):
-        splits[split] = load_split(cfg.dataset_root, args.dataset, args.level, split, block_size=cfg.block_size,
-                                   cache=not args.no_cache, progress=progress)
-    tr, va = splits["train"], splits["val"]
-    print(f"lrnet train: {tr!r}")
-    print(f"lrnet train: {va!r}")
-    if tr.synthetic:
-        print("lrnet train: NOTE: this dataset is SYNTHETIC (written by `lrnet generate`), not real FF++ landmarks")
-    epochs = ", ".join(f"{b} {cfg.epochs(b)} epochs lr {cfg.lr(b):g}" for b in branches)
-    print(f"lrnet train: preset {cfg.preset}, block {cfg.block_size}, batch {cfg.batch_size}, {epochs}, "
-          f"arch {cfg.model.arch} GRU {cfg.model.rnn_unit}, device {device}, output {output}"
-          + (" (resuming)" if args.resume else ""))
+    tr, va = (load_split(cfg.dataset_root, args.dataset, args.level, split, block_size=cfg.block_size,
+                         cache=not args.no_cache, progress=progress) for split in ("train", "val"))
+    _describe(args, cfg, branches, tr, va, device, output)
     try:
-        result = train(cfg, tr, va, branches, output=output, device=device, resume=args.resume, progress=progress)
+        with open_run(output, resume=args.resume, overwrite=args.overwrite,
+                      inputs=input_folders(tr, va) + list(args.config)) as run_folder:
+            result = train(cfg, tr, va, branches, output=run_folder, device=device, fps=args.fps, progress=progress)
     except KeyboardInterrupt:
         print(f"lrnet train: interrupted; continue with the same command plus --resume (state in {output})",
               file=sys.stderr)
         raise
-    for b, r in result.branches.items():
-        h = r.history
-        mean_s = sum(h.seconds) / len(h.seconds) if h.seconds else float("nan")
-        print(f"{b}: best val acc {h.best_val_acc:.4f} at epoch {h.best_epoch} of {len(h.epoch)} ({h.stopped}); "
-              f"{mean_s:.2f} s/epoch; weights {r.weights}")
-    if result.curves is not None:
-        print(f"training curves: {result.curves}")
-    root = f" --root {cfg.dataset_root}" if cfg.dataset_root != "./datasets" else ""
-    print(f"run folder: {output}  (evaluate with: lrnet evaluate -d {args.dataset} -l {args.level}{root} "
-          f"--weights {output})")
+    _report(args, cfg, result, output)
     if any(b not in result.branches for b in branches):
         raise LrnetError("some branches did not finish")
     return 0

@@ -1,0 +1,213 @@
+"""The training run folder: who may write it, what ``lrnet.json`` records, and safe writes into it.
+
+A run folder (``lrnet train -o OUT``) holds ``g1.pth``/``g2.pth`` (best weights), ``lrnet.json``
+(model settings, block size, frame rate, read by `lrnet.weights.resolve_weights`), resume
+checkpoints and histories. The rules enforced here:
+
+* one writer: `open_run` holds `lrnet.locks.output_lock` on the folder for the whole run;
+* a folder holding a run (`RUN_MARKERS`) is refused unless the run is resumed or overwritten;
+* the output is never a file, and never inside an input (the dataset root);
+* a resumed run keeps its recorded settings: `resume_conflicts` names the keys that differ;
+* ``lrnet.json`` is read-modify-written atomically, so keys written by other commands (e.g.
+  ``threshold`` from ``lrnet evaluate --calibrate``, ``card``) survive;
+* every write turns an `OSError` (full disk, quota, read-only folder) into a one-line
+  `LrnetError` naming the file (`writing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .atomic import atomic_write_bytes
+from .errors import LrnetError
+from .locks import output_lock
+
+__all__ = ["META_NAME", "RUN_MARKERS", "RunFolder", "open_run", "writing", "save_torch", "write_text",
+           "read_meta", "update_meta", "resume_conflicts", "dataset_fps", "check_not_input"]
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, "os.PathLike[str]"]
+
+META_NAME = "lrnet.json"
+# Files whose presence means the folder holds a (finished or interrupted) training run.
+RUN_MARKERS = ("g1.pth", "g2.pth", META_NAME, "g1.ckpt", "g2.ckpt")
+# Keys of lrnet.json whose change on --resume would make the resumed run a different run.
+RESUME_KEYS = ("model", "block_size", "batch_size", "lr_g1", "lr_g2", "dataset")
+
+
+@contextlib.contextmanager
+def writing(path: PathLike) -> Iterator[None]:
+    """Turn an `OSError` raised while writing `path` into ``LrnetError("PATH: cannot write (reason)")``."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise LrnetError(f"{path}: cannot write ({reason})") from None
+
+
+def save_torch(obj: Any, path: PathLike) -> None:
+    """``torch.save`` atomically; serialised in memory first so a full disk is a plain `OSError`
+    of the file write (torch's own file writer reports it as an opaque RuntimeError)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with writing(path):
+        atomic_write_bytes(path, buf.getvalue())
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write `text` atomically (UTF-8); `OSError` becomes a one-line `LrnetError`."""
+    with writing(path):
+        atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_meta(folder: PathLike) -> Dict[str, Any]:
+    """``folder/lrnet.json`` as a dict ({} when absent); a corrupt file is a one-line error."""
+    path = Path(folder) / META_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LrnetError(f"{path}: unreadable ({exc}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise LrnetError(f"{path}: expected a JSON object")
+    return data
+
+
+def update_meta(folder: PathLike, updates: Mapping[str, Any]) -> Dict[str, Any]:
+    """Read ``lrnet.json``, set the keys in `updates` (others are kept), write it back atomically."""
+    meta = read_meta(folder)
+    meta.update(updates)
+    write_text(Path(folder) / META_NAME, json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def _flatten(meta: Mapping[str, Any]) -> Dict[str, Any]:
+    """The recorded values `resume_conflicts` compares, as ``{"model.rnn_unit": 32, ...}``."""
+    config = meta.get("config", {}) or {}
+    flat: Dict[str, Any] = {}
+    for key in RESUME_KEYS:
+        value = meta.get(key, config.get(key))
+        if key == "dataset" and isinstance(value, dict):
+            value = (value.get("train") or {}).get("name")
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif value is not None:
+            flat[key] = value
+    return flat
+
+
+def resume_conflicts(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+    """Keys whose value in `new` (metadata of the resumed run) differs from `recorded` ``lrnet.json``."""
+    old, cur = _flatten(recorded), _flatten(new)
+    return sorted(k for k in old.keys() & cur.keys() if old[k] != cur[k])
+
+
+def check_not_input(output: Path, inputs: Sequence[PathLike]) -> None:
+    """Refuse an output that is one of `inputs` or lies inside an input folder."""
+    out = output.resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        if out == src or src in out.parents:
+            raise LrnetError(f"{output}: the output is an input ({item}); choose another --output")
+
+
+@dataclass
+class RunFolder:
+    """An output folder opened for one training run (locked, checked): see `open_run`."""
+
+    path: Path
+    resume: bool = False
+    overwrite: bool = False
+
+    def existing_run(self) -> List[str]:
+        return [name for name in RUN_MARKERS if (self.path / name).exists()]
+
+    def clear(self, branches: Sequence[str]) -> None:
+        """Remove the files of `branches` left by an earlier run (``--overwrite``)."""
+        for b in branches:
+            for name in (f"{b}.pth", f"{b}.ckpt", f"history_{b}.json", f"history_{b}.csv"):
+                with writing(self.path / name), contextlib.suppress(FileNotFoundError):
+                    (self.path / name).unlink()
+
+
+@contextlib.contextmanager
+def open_run(output: PathLike, *, resume: bool = False, overwrite: bool = False,
+             inputs: Sequence[PathLike] = ()) -> Iterator[RunFolder]:
+    """Lock `output` for one training run and check that it may be written.
+
+    Refuses (`LrnetError`, one line): an output that is a file, or inside one of `inputs`;
+    another process holding the folder; a folder holding a run (`RUN_MARKERS`) unless `resume`
+    or `overwrite`.
+    """
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise LrnetError(f"{path}: is a file, not a folder; --output takes the run folder")
+    check_not_input(path, inputs)
+    with output_lock(path, "train"):
+        run = RunFolder(path, resume, overwrite)
+        found = run.existing_run()
+        if found and not (resume or overwrite):
+            raise LrnetError(f"{path}: holds a training run ({', '.join(found)}); add --resume to continue it, "
+                             "--overwrite to replace it, or choose another --output")
+        yield run
+
+
+# ------------------------------------------------------------------------------------ frame rate
+
+def _fps_from_log(path: Path, videos: Sequence[str]) -> Optional[float]:
+    """Median ``fps`` of the successful rows of an ``extract_log.csv`` (rows of `videos` when any match)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        log.warning("%s: cannot read the extraction log (%s); frame rate not taken from it", path, exc)
+        return None
+    good: List[Tuple[str, float]] = []
+    for row in rows:
+        try:
+            fps = float(row.get("fps") or 0)
+        except ValueError:
+            continue
+        if fps > 0 and not row.get("error"):
+            good.append((str(row.get("output") or row.get("video") or "").replace(os.sep, "/"), fps))
+    wanted = tuple(v for v in videos)
+    mine = [fps for out, fps in good if wanted and out.endswith(wanted)]
+    values = mine or [fps for _, fps in good]
+    return float(statistics.median(values)) if values else None
+
+
+def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
+    """Frame rate (frames/s) of the training videos and where it came from.
+
+    In order: `fps` given by the user (``"--fps"``); the median ``fps`` column of
+    ``ROOT/extract_log.csv`` (``"extract_log.csv"``); the synthetic-data marker of
+    `lrnet.synthetic` (``"synthetic"``); else ``(None, "unknown")``.
+    """
+    if fps is not None:
+        return float(fps), "--fps"
+    root = getattr(train_set, "root", None)
+    if root:
+        logfile = Path(root) / "extract_log.csv"
+        if logfile.is_file():
+            value = _fps_from_log(logfile, list(getattr(train_set, "videos", [])))
+            if value is not None:
+                return value, "extract_log.csv"
+    if getattr(train_set, "synthetic", False):
+        from .synthetic import FPS
+
+        return float(FPS), "synthetic"
+    return None, "unknown"
