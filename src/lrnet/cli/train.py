@@ -115,12 +115,12 @@ def _config(args: argparse.Namespace, branches: Sequence[str]):
 
 def _dataset_folders(root: str, dataset: str) -> List[Path]:
     """Folders the dataset's files live in, known before loading it (an output must not be inside them)."""
-    from ..datasets import FFPP_DATASETS, FFPP_FAKES, FFPP_REAL
+    from ..ffpp import DATASETS, SUBSETS
 
     if dataset.endswith((".yaml", ".yml")):
         return [Path(dataset)]
-    if dataset in FFPP_DATASETS:
-        return [Path(root) / name for name in (FFPP_REAL,) + FFPP_FAKES]
+    if dataset in DATASETS:
+        return [Path(root) / name for name in SUBSETS]
     return [Path(root) / dataset]
 
 
