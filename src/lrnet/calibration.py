@@ -33,7 +33,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -50,7 +50,8 @@ CENTRE_SHIFT = 1.42  # px: a smaller move of the box centre keeps the previous c
 FB_MAX_ERROR = 2.0  # px: forward-backward error above this rejects the LK point
 PROCESS_NOISE = 0.3  # Kalman Q added to every tracked point's P per frame
 MAX_REUSED = 10  # a longer run of frames without own landmarks ends a segment (frames)
-LK_PARAMS = dict(winSize=(15, 15), maxLevel=3, criteria=(3, 10, 0.03))  # 3 = TERM_CRITERIA_EPS | COUNT
+LK_WINDOW, LK_LEVELS = (15, 15), 3  # pyramidal Lucas-Kanade: window (px) and pyramid levels
+LK_CRITERIA = (3, 10, 0.03)  # 3 = TERM_CRITERIA_EPS | COUNT: 10 iterations or a 0.03 px step
 
 # (prev_crop, next_crop, start_points, initial_guess) -> (points (68, 2) float32, status (68,) bool)
 LKFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -173,8 +174,8 @@ def opencv_lk(prev_crop: np.ndarray, next_crop: np.ndarray, start: np.ndarray,
 
     points, status, _ = cv2.calcOpticalFlowPyrLK(
         prev_crop, next_crop, np.ascontiguousarray(start, np.float32), np.array(guess, np.float32),
-        flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **LK_PARAMS)
-    return points.reshape(-1, 2), status.reshape(-1).astype(bool)
+        winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=LK_CRITERIA, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    return np.asarray(points).reshape(-1, 2), np.asarray(status).reshape(-1).astype(bool)
 
 
 class _TooFewCrops(ValueError):
@@ -200,7 +201,7 @@ def track_step(state: TrackState, crop: np.ndarray, detection: np.ndarray,
     start = state.points.astype(np.float32)
     forward, ok_fw = lk(state.crop, crop, start, detection.astype(np.float32))
     backward, ok_fb = lk(crop, state.crop, forward, start)
-    finite = np.isfinite(forward).all(axis=1) & np.isfinite(backward).all(axis=1)
+    finite = np.asarray(np.isfinite(forward).all(axis=1) & np.isfinite(backward).all(axis=1))
     forward = np.where(finite[:, None], forward, 0)
     backward = np.where(finite[:, None], backward, 0)
     forward_i = np.rint(forward).astype(np.int64)
@@ -272,9 +273,10 @@ def calibrate(frames: Iterable[np.ndarray], landmarks: np.ndarray, frame_size: O
     if frame_size is None:
         if not hasattr(frames, "__getitem__"):
             raise ValueError("frame_size is required when frames is a stream")
-        if len(frames) == 0:
+        indexable = cast(Sequence[np.ndarray], frames)
+        if len(indexable) == 0:
             raise LrnetError("no frames to calibrate")
-        height, width = np.asarray(frames[0]).shape[:2]
+        height, width = np.asarray(indexable[0]).shape[:2]
     else:
         width, height = frame_size
     boxes = stable_face_boxes(landmarks, width, height)

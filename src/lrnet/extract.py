@@ -71,7 +71,7 @@ def predictor_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None:
         raise LrnetError("the 68-point landmark model is missing: pip install face-recognition-models")
-    roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin).parent)]
+    roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin or ".").parent)]
     for root in roots:
         candidate = Path(root) / "models" / PREDICTOR_FILE
         if candidate.is_file():

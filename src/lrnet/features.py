@@ -11,11 +11,16 @@ kept on purpose so that scores and metrics match the published numbers.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
 from .errors import LrnetValueError
+
+if TYPE_CHECKING:
+    import torch
+
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, "torch.Tensor")  # blocks as NumPy or torch
 
 __all__ = ["BRANCHES", "DEFAULT_BLOCK_SIZE", "Branch", "branch_input", "check_block_size", "cut_blocks",
            "frame_differences", "num_blocks"]
@@ -60,7 +65,7 @@ def cut_blocks(frames: np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE) -> np.n
     return frames[: n * block_size].reshape(n, block_size, frames.shape[1])
 
 
-def frame_differences(blocks: np.ndarray) -> np.ndarray:
+def frame_differences(blocks: ArrayOrTensor) -> ArrayOrTensor:
     """g2 input: ``x[t + 1] - x[t]`` inside each block, ``(n, B, F) -> (n, B - 1, F)``.
 
     Accepts a NumPy array or a torch tensor (the training loop computes differences per batch
@@ -69,8 +74,9 @@ def frame_differences(blocks: np.ndarray) -> np.ndarray:
     return blocks[:, 1:] - blocks[:, :-1]
 
 
-def branch_input(blocks: np.ndarray, branch: str) -> np.ndarray:
-    """The input of `branch` ("g1": the blocks themselves; "g2": their frame differences)."""
+def branch_input(blocks: ArrayOrTensor, branch: str) -> ArrayOrTensor:
+    """The input of `branch` ("g1": the blocks themselves; "g2": their frame differences); works on
+    NumPy arrays and torch tensors alike (``(n, B, 136)`` -> ``(n, B - 1, 136)`` for g2)."""
     if branch == "g1":
         return blocks
     if branch == "g2":

@@ -70,7 +70,7 @@ def read_landmarks(path: PathLike, max_frames: int = MAX_FRAMES) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _open_landmark_file(path: Path) -> Iterator[io.BufferedReader]:
+def _open_landmark_file(path: Path) -> Iterator[io.FileIO]:
     """Open for reading; one-line errors for a folder, a missing or unreadable file, a huge file."""
     try:
         # O_NONBLOCK: opening a FIFO that has no writer returns at once (then reads as empty).
@@ -91,7 +91,7 @@ def _open_landmark_file(path: Path) -> Iterator[io.BufferedReader]:
         yield fh
 
 
-def _chunks(path: Path, fh: io.RawIOBase) -> Iterator[Tuple[bytes, int, int]]:
+def _chunks(path: Path, fh: io.FileIO) -> Iterator[Tuple[bytes, int, int]]:
     """Yield ``(data, first line number, byte offset)`` pieces of the file that end at a line
     break (the last one may not), about `CHUNK_BYTES` each. Raises on a NUL byte or an overlong line."""
     carry, line, offset = b"", 1, 0

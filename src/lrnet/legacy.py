@@ -131,7 +131,7 @@ def _branch_from_layers(path: Path, weighted: List[Tuple[str, List[Tuple[str, np
     units = pick("forward", "recurrent_kernel").shape[0]
     features = kernel_f.shape[0]
     expect = {"kernel": (features, 3 * units), "recurrent_kernel": (units, 3 * units), "bias": (2, 3 * units)}
-    state: Dict[str, torch.Tensor] = {}
+    state: Dict[str, np.ndarray] = {}  # PyTorch names -> arrays (tensors made at the end)
     for direction, suffix in (("forward", ""), ("backward", "_reverse")):
         arrays = {kind: pick(direction, kind) for kind in expect}
         for kind, shape in expect.items():
@@ -233,7 +233,7 @@ def keras_pair_paths(spec: str, branches: Sequence[str]) -> Optional[Dict[str, P
 def load_keras_pair(paths: Dict[str, Path], spec: str, device: "str | torch.device" = "cpu") -> LoadedWeights:
     """Branch models (`LegacyLRNet`, eval mode, on `device`) from ``{branch: .h5 path}``."""
     read = {b: read_keras_branch(p) for b, p in paths.items()}
-    models = {}
+    models: Dict[str, torch.nn.Module] = {}
     for b, branch in read.items():
         model = LegacyLRNet(branch.config)
         check_state_dict(model, branch.state_dict, source=str(branch.path))

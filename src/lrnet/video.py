@@ -169,7 +169,7 @@ def write_video(target: PathLike, frames: Iterable[np.ndarray], fps: float, size
 def _write_checked(target: Path, frames: Iterable[np.ndarray], fps: float, size: Tuple[int, int]) -> int:
     import cv2
 
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
+    fourcc = cv2.VideoWriter.fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # OpenCV picks the container from the name, so the temporary keeps the real extension.

@@ -22,7 +22,8 @@ from ..atomic import atomic_write_text
 from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
 from ..model import LoadedWeights
-from ..scoring import THRESHOLD, VideoResult, score_sequence
+from ..weights import threshold_for
+from ..scoring import VideoResult, score_sequence
 from .media import transcode_h264
 from .workers import Task
 
@@ -50,8 +51,7 @@ def block_details(scoring: VideoResult, block_size: int, times: np.ndarray, fps:
 
 
 def _weights_facts(weights: LoadedWeights) -> Dict[str, Any]:
-    return {"weights": weights.source, "block_size": weights.block_size, "threshold": THRESHOLD,
-            "threshold_source": "default"}
+    return {"weights": weights.source, "domain": weights.card.get("domain", ""), "block_size": weights.block_size}
 
 
 def _replace_path(exc: LrnetError, task: Task) -> LrnetError:
@@ -68,7 +68,9 @@ def score_landmark_file(task: Task, weights: LoadedWeights, progress: ProgressFn
     progress("scoring", 0.0)
     frames = read_landmarks(task.upload)
     t_read = time.perf_counter() - started
-    scoring = score_sequence(frames, weights.models, weights.block_size, task.aggregation, name=task.filename)
+    threshold, source = threshold_for(weights, task.aggregation)
+    scoring = score_sequence(frames, weights.models, weights.block_size, task.aggregation, name=task.filename,
+                             threshold=threshold, threshold_source=source)
     if scoring.blocks == 0:
         raise LrnetError(f"{task.filename}: {scoring.error}")
     fps = float(weights.fps or DEFAULT_FPS)
@@ -90,13 +92,6 @@ def score_landmark_file(task: Task, weights: LoadedWeights, progress: ProgressFn
     return out
 
 
-def _frame_times(landmarks, fps: float) -> np.ndarray:
-    times = getattr(landmarks, "times", None)
-    if times is not None:
-        return np.asarray(times, dtype=np.float64)
-    return (landmarks.stats.skipped + np.arange(len(landmarks.raw))) / fps
-
-
 def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> Dict[str, Any]:
     """A video upload: `detect_video`'s result, the overlay landmarks and, if needed, a playable copy."""
     from ..detect import detect_video
@@ -106,17 +101,15 @@ def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> D
     out["video"] = task.filename
     stats = result.landmarks.stats
     fps = float(out.get("fps_used") or stats.fps or weights.fps or DEFAULT_FPS)  # type: ignore[arg-type]
-    times = _frame_times(result.landmarks, fps)
+    times = np.asarray(result.landmarks.times, dtype=np.float64)  # seconds of each landmark row in the video
     for key, value in _weights_facts(weights).items():
         out.setdefault(key, value)
     out.setdefault("fps", round(stats.fps, 4))
     out.update(kind="video", time_fps=fps, duration_s=round(stats.frames / fps, 4),
                width=stats.width, height=stats.height)
-    if "block_details" not in out:
-        out["block_details"] = block_details(result.scoring, result.block_size, times, fps)
     folder = Path(task.folder)
     write_landmarks(folder / "landmarks.txt", result.landmarks.sequence)
-    calibrated = result.landmarks.calibration.points_in_frame()
+    calibrated = result.landmarks.points_in_frame()
     _write_json(folder / "landmarks.json", {
         "kind": "video", "fps": fps, "width": stats.width, "height": stats.height, "skipped": stats.skipped,
         "times": np.round(times, 4).tolist(),
