@@ -32,6 +32,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LRNET_CACHE", str(tmp_path_factory.mktemp("lrnet-cache")))
 
 
+@pytest.fixture(scope="session")
+def tiny_ffpp(tmp_path_factory) -> Path:
+    """A tiny synthetic FF++ tree (Origin + DF, raw; 4/2/2 videos of 61-90 frames): read it, never write
+    into it (it is shared by the whole session)."""
+    from lrnet.synthetic import generate_ffpp
+
+    root = tmp_path_factory.mktemp("tiny-ffpp")
+    generate_ffpp(root, {"train": 4, "val": 2, "test": 2}, frames=(61, 90), workers=1)
+    return root
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "reference" in getattr(item, "fixturenames", ()):

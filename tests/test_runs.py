@@ -24,12 +24,8 @@ TINY = ["--epochs", "1", "--batch-size", "8", "--set", "rnn_unit=4", "--set", "r
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    from lrnet.synthetic import generate_ffpp
-
-    root = tmp_path_factory.mktemp("ffpp")
-    generate_ffpp(root, {"train": 4, "val": 2, "test": 2}, frames=(61, 90), workers=1)
-    return root
+def root(tiny_ffpp):
+    return tiny_ffpp  # tests/conftest.py
 
 
 def _train(root, out, *extra):
