@@ -303,6 +303,19 @@ def failure_message(job: Job, exc: BaseException) -> str:
     return f"{job.video}: {name}: {exc}"
 
 
+def _run_dask(jobs: Sequence[Job], task: Task, options: object, scheduler: str,
+              retries: int) -> Iterator[Tuple[Job, Outcome]]:
+    """One Dask task per video (paths sent absolute: workers may run elsewhere); a task that still
+    raises after its retries, or whose worker died too often, becomes a failed `Outcome`."""
+    from .cluster import run_on_dask
+
+    def arguments(job: Job) -> tuple:
+        return task, Job(job.video.absolute(), job.output.absolute()), options
+
+    for job, result in run_on_dask(jobs, run_task, arguments, scheduler, retries):
+        yield job, (Outcome.failure(job, failure_message(job, result)) if isinstance(result, BaseException) else result)
+
+
 def _run_inline(jobs: Sequence[Job], task: Task, options: object) -> Iterator[Tuple[Job, Outcome]]:
     for job in jobs:
         try:
@@ -349,9 +362,7 @@ def run_jobs(jobs: Sequence[Job], task: Task, options: object, *, command: str, 
         todo = [j for j in jobs if overwrite or not j.output.is_file()]
         joblog = JobLog(Path(log_path) if log_path else output_dir / f"{command}_log.csv", ["output", *log_fields])
         if scheduler:
-            from .cluster import run_on_dask
-
-            results: Iterable[Tuple[Job, Outcome]] = run_on_dask(todo, run_task, task, options, scheduler, retries)
+            results: Iterable[Tuple[Job, Outcome]] = _run_dask(todo, task, options, scheduler, retries)
         elif workers <= 1 or len(todo) <= 1:
             results = _run_inline(todo, task, options)
         else:

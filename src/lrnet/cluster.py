@@ -17,10 +17,11 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
-from .batch import Job, Outcome, failure_message
 from .errors import LrnetError
+
+T = TypeVar("T")
 
 __all__ = ["LOCAL_PREFIX", "SchedulerSpec", "parse_scheduler", "dask_client", "run_on_dask"]
 
@@ -108,30 +109,25 @@ def dask_client(scheduler: str, allowed_failures: int = 3) -> Iterator[Any]:
             cluster.close()
 
 
-def run_on_dask(jobs: Sequence[Job], runner: Callable[..., Outcome], task: Callable, options: object,
-                scheduler: str, retries: int) -> Iterator[Tuple[Job, Outcome]]:
-    """Yield ``(job, outcome)`` as each video's task finishes on the cluster (``runner(task, job, options)``).
-
-    Paths are sent absolute (workers may run elsewhere). A task that still raises after `retries`
-    retries, or whose worker died too often, yields a failed `Outcome`. Leaving the generator
-    early cancels the tasks not yet collected.
+def run_on_dask(items: Sequence[T], fn: Callable[..., Any], arguments: Callable[[T], tuple], scheduler: str,
+                retries: int) -> Iterator[Tuple[T, Any]]:
+    """Yield ``(item, fn(*arguments(item)))`` as each item's task finishes on the cluster, or
+    ``(item, exception)`` for a task that still raised after `retries` retries or whose worker died
+    too often (``KilledWorker``). Leaving the generator early cancels the tasks not yet collected.
     """
     distributed = _distributed()
     with dask_client(scheduler, allowed_failures=max(1, retries + 1)) as client:
-        futures = {}
-        for job in jobs:
-            sent = Job(job.video.absolute(), job.output.absolute())
-            futures[client.submit(runner, task, sent, options, retries=retries, pure=False)] = job
+        futures = {client.submit(fn, *arguments(item), retries=retries, pure=False): item for item in items}
         log.info("%d tasks sent to %s", len(futures), scheduler)
         try:
             for future in distributed.as_completed(list(futures)):
-                job = futures.pop(future)
+                item = futures.pop(future)
                 try:
-                    outcome = future.result()
+                    result = future.result()
                 except Exception as exc:  # raised after its retries, or KilledWorker
-                    outcome = Outcome.failure(job, failure_message(job, exc))
+                    result = exc
                 future.release()
-                yield job, outcome
+                yield item, result
         finally:
             if futures:
                 client.cancel(list(futures))

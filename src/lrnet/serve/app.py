@@ -15,9 +15,10 @@ import contextlib
 import hmac
 import json
 import shutil
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -28,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..errors import LrnetError
 from .media import browser_playable, probe_video
-from .service import Service
+from .service import Service, is_loopback
 from .store import FINAL, Job, valid_id
 from .uploads import (
     KIND_SUFFIX,
@@ -39,7 +40,7 @@ from .uploads import (
     sniff_file,
 )
 
-__all__ = ["create_app", "job_view"]
+__all__ = ["create_app", "job_view", "serve_forever"]
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER = "10"  # seconds a client refused for a full queue is asked to wait
@@ -343,3 +344,30 @@ def _readiness(service: Service) -> JSONResponse:
     body = {"ready": ready, "workers_ready": workers, "workers": service.config.jobs,
             "queued": counts["queued"], "running": counts["running"], "queue": service.config.queue}
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def serve_forever(service: Service, host: str, port: int,
+                  on_listen: Optional[Callable[[str], None]] = None) -> None:
+    """Serve the app on `host`:`port` until SIGINT/SIGTERM; `on_listen(url)` once the socket is bound."""
+    import uvicorn
+
+    if not is_loopback(host) and not service.config.token:
+        raise LrnetError(f"refusing to listen on {host} without --token: anyone on the network could use "
+                         "this server (bind to 127.0.0.1, or set --token)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise LrnetError(f"{host}:{port}: cannot listen here ({exc.strerror or exc})") from None
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
+    config = uvicorn.Config(create_app(service), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    if on_listen is not None:
+        on_listen(f"http://{shown}:{bound_port}/")
+    server.run(sockets=[sock])

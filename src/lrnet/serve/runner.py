@@ -25,7 +25,7 @@ from ..model import LoadedWeights
 from ..weights import threshold_for
 from ..scoring import VideoResult, score_sequence
 from .media import transcode_h264
-from .workers import Task
+from .store import Task
 
 __all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "warm_up"]
 

@@ -12,17 +12,15 @@ import contextlib
 import ipaddress
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional
 
-from ..errors import LrnetError
 from ..locks import output_lock
 from .store import JobStore
 from .workers import WorkerPool
 
-__all__ = ["ServeConfig", "Service", "default_data_dir", "is_loopback", "running_service", "serve_forever"]
+__all__ = ["ServeConfig", "Service", "default_data_dir", "is_loopback", "running_service"]
 
 log = logging.getLogger(__name__)
 
@@ -95,32 +93,3 @@ def running_service(config: ServeConfig) -> Iterator[Service]:
             yield service
         finally:
             service.close()
-
-
-def serve_forever(service: Service, host: str, port: int,
-                  on_listen: Optional[Callable[[str], None]] = None) -> None:
-    """Serve the app on `host`:`port` until SIGINT/SIGTERM; `on_listen(url)` once the socket is bound."""
-    import uvicorn
-
-    from .app import create_app
-
-    if not is_loopback(host) and not service.config.token:
-        raise LrnetError(f"refusing to listen on {host} without --token: anyone on the network could use "
-                         "this server (bind to 127.0.0.1, or set --token)")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise LrnetError(f"{host}:{port}: cannot listen here ({exc.strerror or exc})") from None
-    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
-    config = uvicorn.Config(create_app(service), log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    if on_listen is not None:
-        on_listen(f"http://{shown}:{bound_port}/")
-    server.run(sockets=[sock])

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from ..atomic import atomic_write_text
 
-__all__ = ["FINAL", "RESTARTED", "STATUSES", "Job", "JobStore", "valid_id"]
+__all__ = ["FINAL", "RESTARTED", "STATUSES", "Job", "JobStore", "Task", "valid_id"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,20 @@ def valid_id(job_id: str) -> bool:
     """Whether `job_id` has the form of an id this server hands out (32 hex digits)."""
     return bool(_ID.match(job_id))
 
+
+
+@dataclass(frozen=True)
+class Task:
+    """One job as the server sends it to a worker. `upload` and `folder` are server paths."""
+
+    job_id: str
+    kind: str
+    upload: str
+    folder: str
+    filename: str
+    weights: str
+    aggregation: str
+    playable: bool
 
 @dataclass
 class Job:

@@ -25,29 +25,15 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Dict, List, Optional
 
 from ..errors import LrnetError
-from .store import JobStore
+from .store import JobStore, Task
 
-__all__ = ["Task", "WorkerPool", "worker_main"]
+__all__ = ["WorkerPool", "worker_main"]
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 EXPIRE_EVERY = 60.0  # seconds between sweeps of expired jobs
 RESPAWN_DELAY = 5.0  # seconds before replacing a worker that died while loading
-
-
-@dataclass(frozen=True)
-class Task:
-    """One job as the server sends it to a worker. `upload` and `folder` are server paths."""
-
-    job_id: str
-    kind: str
-    upload: str
-    folder: str
-    filename: str
-    weights: str
-    aggregation: str
-    playable: bool
 
 
 # ------------------------------------------------------------------------------ worker side
