@@ -391,7 +391,10 @@ def _read_in_child(path: str, extra: str = "") -> "tuple[str, float]":
         except LrnetError as exc:
             message = str(exc)
         print(message)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # VmHWM: this process image's peak RSS. (getrusage's ru_maxrss survives exec on Linux, so it
+        # would report the forking pytest process's size, not the child's.)
+        hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+        print(int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=_env())
     assert proc.returncode == 0, proc.stderr
