@@ -73,21 +73,18 @@ def _fill(folder: Path, free: int) -> None:
 
 
 @contextlib.contextmanager
-def full_disk_dir(base: Path, size: str = "256k", free: int = 0, name: str = "full") -> Iterator[Path]:
-    """Mount a tmpfs of `size` at ``base/name``, fill it (leaving about `free` bytes), yield it.
-
-    Skips the calling test when mounting is not permitted. Unmounts on exit (lazily if busy).
-    """
+def _tmpfs(base: Path, name: str, options: str) -> Iterator[Path]:
+    """Mount a tmpfs with `options` at ``base/name``, yield it, unmount (lazily if busy). Skips the
+    calling test when mounting is not permitted."""
     base = Path(base)
     reason = mount_unavailable(base)
     if reason:
         pytest.skip(reason)
     folder = base / name
     folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(folder)],
-                   check=True, capture_output=True, timeout=10)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True, capture_output=True,
+                   timeout=10)
     try:
-        _fill(folder, free)
         yield folder
     finally:
         if subprocess.run(["umount", str(folder)], capture_output=True, timeout=10).returncode != 0:
@@ -95,22 +92,19 @@ def full_disk_dir(base: Path, size: str = "256k", free: int = 0, name: str = "fu
 
 
 @contextlib.contextmanager
+def full_disk_dir(base: Path, size: str = "256k", free: int = 0, name: str = "full") -> Iterator[Path]:
+    """Mount a tmpfs of `size` at ``base/name``, fill it (leaving about `free` bytes), yield it."""
+    with _tmpfs(base, name, f"size={size},mode=1777") as folder:
+        _fill(folder, free)
+        yield folder
+
+
+@contextlib.contextmanager
 def read_only_dir(base: Path, name: str = "readonly") -> Iterator[Path]:
     """Mount an empty read-only tmpfs at ``base/name`` (root ignores file permissions, so a
-    read-only file system is the way to refuse a write here). Skips when mounting is not permitted."""
-    base = Path(base)
-    reason = mount_unavailable(base)
-    if reason:
-        pytest.skip(reason)
-    folder = base / name
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)],
-                   check=True, capture_output=True, timeout=10)
-    try:
+    read-only file system is the way to refuse a write here)."""
+    with _tmpfs(base, name, "size=64k,ro") as folder:
         yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True, timeout=10).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
 
 
 def file_size_limit(nbytes: int) -> Callable[[], None]:
