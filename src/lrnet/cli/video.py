@@ -124,7 +124,6 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
         if not value:
             continue
         flag = "--" + option.replace("_", "-")
-        _check_output_name(option, value, len(videos) if many else 0)
         for video in videos:
             out = _output_for(value, video, many, suffix)
             if any(_same_file(out, Path(v)) for v in videos):
@@ -134,6 +133,7 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
                 raise LrnetError(f"{out}: {flag} and {written[key]} would write the same file")
             written[key] = flag
             plan[video][option] = out
+        _check_output_name(option, value, len(videos) if many else 0)  # after "would overwrite an input"
     return plan
 
 
