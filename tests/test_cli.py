@@ -107,3 +107,28 @@ def test_one_line_usage_errors(argv, needle):
     proc = subprocess.run([sys.executable, "-m", "lrnet", *argv], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(needle), proc.stderr
+
+
+def test_configure_logging_levels_and_restores_the_logger(capsys):
+    """One way to show lrnet's log records: ``lrnet CMD: [warning: |error: ]message`` on stderr;
+    --quiet keeps errors only, --verbose adds debug lines; the logger is as before afterwards."""
+    import logging
+
+    from lrnet.cli.common import configure_logging
+
+    log = logging.getLogger("lrnet.somewhere")
+    before = (logging.getLogger("lrnet").level, logging.getLogger("lrnet").propagate)
+    for quiet, verbose, shown in ((False, False, ["warning: w", "error: e"]), (True, False, ["error: e"]),
+                                  (False, True, ["d", "i", "warning: w", "error: e"])):
+        with configure_logging("cmd", quiet=quiet, verbose=verbose):
+            log.debug("d")
+            log.info("i")
+            log.warning("w")
+            log.error("e")
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.splitlines() == [f"lrnet cmd: {line}" for line in shown]
+    assert (logging.getLogger("lrnet").level, logging.getLogger("lrnet").propagate) == before
+    with configure_logging("demo", default=logging.INFO):
+        log.info("[1/3] step")
+    assert capsys.readouterr().err == "lrnet demo: [1/3] step\n"

@@ -93,8 +93,20 @@ def test_overrides_apply_in_order_and_parse_types(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("rnn_units=3", "unknown configuration key 'rnn_units' .*did you mean 'rnn_unit'"),
     ("BATCH_SIZE=abc", "BATCH_SIZE must be an integer"),
-    ("BLOCK_SIZE=1", "BLOCK_SIZE must be at least 2"),
+    ("BLOCK_SIZE=1", "BLOCK_SIZE must be 2 to 100000"),
+    ("BLOCK_SIZE=100001", "BLOCK_SIZE must be 2 to 100000"),
     ("lm_dropout_rate=1.5", "lm_dropout_rate must be in"),
+    # Non-finite and absurd values stop with one line, never a traceback or an allocation (issue 10).
+    ("LEARNING_RATE_g1=inf", "must be finite and positive"),
+    ("lr_g2=.nan", "must be finite and positive"),
+    ("LEARNING_RATE_g2=-1e-3", "must be finite and positive"),
+    ("BATCH_SIZE=.inf", "BATCH_SIZE must be an integer"),
+    ("EPOCHS_g1=.nan", "EPOCHS_g1 must be an integer"),
+    ("BATCH_SIZE=99999999999", "BATCH_SIZE must be 1 to 1000000"),
+    ("seed=-1", "seed must be 0 to 4294967295"),
+    ("seed=4294967296", "seed must be 0 to 4294967295"),
+    ("threads=100000", "threads must be 1 to 4096"),
+    ("rnn_unit=1000000000", "rnn_unit and res_hidden must be 1 to 65536"),
     ("gru=cuda", "gru must be one of fused, torch"),
     ("novalue", "expected KEY=VALUE"),
 ])

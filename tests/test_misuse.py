@@ -280,7 +280,8 @@ def test_write_failure_predict_stdout_file_size_limit(tmp_path, landmark_dir, we
 def test_write_failure_generate_into_full_disk(tmp_path):
     with full_disk_dir(tmp_path) as full:
         proc = lrnet("generate", full / "ds", "--videos", "6", "--frames", "40", "60", "--workers", "1")
-        assert_one_line_error(proc, 2, "generate", str(full / "ds"), "No space left on device")
+        line = assert_one_line_error(proc, 2, "generate", str(full / "ds"), "No space left on device")
+        assert proc.stderr == line + "\n"  # stderr is a pipe: no progress bar, no blank clears
         assert temporaries(full) == []
         assert [p for p in (full / "ds").rglob("*.txt") if p.stat().st_size == 0] == []
 
@@ -458,3 +459,131 @@ def test_bounded_memory_predict_on_dev_zero(weights_dir):
 def test_bounded_memory_current_process_unaffected():
     """The RSS figures above are per child: this process never read the big files."""
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 < 4096
+
+
+# ------------------------------------------------------------- numeric flags at parse time (issue 10)
+@pytest.mark.parametrize("command,args,flag", [
+    ("generate", ["ROOT", "--workers", "-1"], "--workers"),
+    ("generate", ["ROOT", "--seed", "-1"], "--seed"),
+    ("generate", ["ROOT", "--seed", "4294967296"], "--seed"),
+    ("generate", ["ROOT", "--videos", "99999999999"], "--videos"),
+    ("generate", ["ROOT", "--videos", "2"], "--videos"),
+    ("generate", ["ROOT", "--frames", "40", "99999999999"], "--frames"),
+    ("generate", ["ROOT", "--difficulty", "inf"], "--difficulty"),
+    ("demo", ["--seed", "-1"], "--seed"),
+    ("demo", ["--epochs", "0"], "--epochs"),
+    ("demo", ["--videos", "99999999999"], "--videos"),
+    ("train", ["--lr", "inf"], "--lr"),
+    ("train", ["--seed", "-1"], "--seed"),
+    ("train", ["--batch-size", "0"], "--batch-size"),
+    ("train", ["--block-size", "1"], "--block-size"),
+    ("train", ["--patience", "0"], "--patience"),
+    ("train", ["--threads", "99999999"], "--threads"),
+    ("evaluate", ["--batch-size", "99999999999"], "--batch-size"),
+    ("evaluate", ["--threads", "0"], "--threads"),
+    ("dataset check", ["ROOT", "--block-size", "1"], "--block-size"),
+    ("dataset check", ["ROOT", "--workers", "-1"], "--workers"),
+    ("robustness", ["--seed", "-1"], "--seed"),
+    ("robustness", ["--crf", "52"], "--crf"),
+    ("compress", ["IN", "OUT", "--crf", "52"], "--crf"),
+    ("extract", ["IN", "OUT", "--workers", "0"], "--workers"),
+])
+def test_exit_codes_numeric_flags_refused_at_parse_time(tmp_path, command, args, flag):
+    args = [str(tmp_path / a) if a in ("ROOT", "IN", "OUT") else a for a in args]
+    proc = lrnet(*command.split(), *args)
+    assert_one_line_error(proc, 2, command, "argument ", f"{flag}: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("setting", [["--set", "LEARNING_RATE_g1=inf"], ["--set", "lr_g2=.nan"],
+                                     ["--set", "BATCH_SIZE=.inf"], ["--config", "CONFIG"]])
+def test_exit_codes_train_non_finite_settings_refused(tmp_path, setting):
+    """``--lr`` refuses inf at parse time; the same value through --set or YAML stops in the config check."""
+    (tmp_path / "c.yaml").write_text("LEARNING_RATE_g2: .inf\n")
+    setting = [str(tmp_path / "c.yaml") if a == "CONFIG" else a for a in setting]
+    proc = lrnet("train", "--root", tmp_path / "none", "-o", tmp_path / "run", *setting)
+    assert_one_line_error(proc, 2, "train", "must be")
+    assert not (tmp_path / "run").exists()
+
+
+def test_never_overwrite_train_output_that_is_a_file(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me\n")
+    proc = lrnet("train", "--root", tmp_path, "-o", afile)
+    assert_one_line_error(proc, 2, "train", f"{afile}: exists and is not a folder")
+    assert afile.read_text() == "keep me\n"
+
+
+# ---------------------------------------------------- detect output names, checked before any work
+@pytest.mark.parametrize("videos,flag,value,needle", [
+    (1, "--plot", "out.xyz", "--plot writes"),
+    (1, "--plot", "out", "got a name without one"),
+    (1, "--visualize", "out.xyz", "--visualize writes mp4, avi, mkv"),
+    (2, "--save-landmarks", "one.txt", "looks like a file extension"),
+    (2, "--visualize", "clip.mp4", "looks like a file extension"),
+])
+def test_exit_codes_detect_output_names_refused_before_work(tmp_path, videos, flag, value, needle):
+    """A bad output name stops before weights are loaded or a frame is read (the videos here are not
+    even videos), and nothing is created (no folder named one.txt)."""
+    inputs = []
+    for i in range(videos):
+        inputs.append(tmp_path / f"v{i}.mp4")
+        inputs[-1].write_bytes(b"not a video")
+    proc = lrnet("detect", *inputs, flag, tmp_path / value, "--offline")
+    assert_one_line_error(proc, 2, "detect", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in inputs)
+
+
+# --------------------------------------------------------------- console output of long jobs
+LONG_JOBS = (["train"], ["demo"], ["extract"], ["compress"], ["generate"], ["robustness"], ["evaluate"],
+             ["dataset", "check"])
+
+
+@pytest.mark.parametrize("command", LONG_JOBS, ids=" ".join)
+def test_exit_codes_quiet_and_verbose_on_every_long_job(tmp_path, command):
+    """``-q`` and ``-v`` exist on every long job and exclude each other (a usage error, exit 2)."""
+    positional = {"extract": ["IN", "OUT"], "compress": ["IN", "OUT"], "generate": ["ROOT"], "check": ["ROOT"]}
+    args = [str(tmp_path / a) for a in positional.get(command[-1], [])]
+    proc = lrnet(*command, *args, "-q", "-v")
+    assert_one_line_error(proc, 2, " ".join(command), "not allowed with argument")
+
+
+def test_one_line_generate_into_a_pipe_shows_no_progress_bar(tmp_path):
+    """stderr is not a terminal: no progress bar or its clearing lines, even with a worker pool."""
+    proc = lrnet("generate", tmp_path / "ds", "--videos", "6", "--frames", "40", "60", "-j", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "wrote" in proc.stdout
+
+
+# ------------------------------------------------------- duplicates and leakage warned about before use
+def _tiny_ffpp(root: Path) -> Path:
+    """Origin + DF at raw, 40 frames per file, and one DF file a byte copy of an Origin file."""
+    rng = np.random.default_rng(7)
+    for split, ids in {"train": ["000", "001"], "val": ["002", "003"], "test": ["004", "005"]}.items():
+        for vid in ids:
+            write_landmarks(root / "Origin" / "raw" / split / f"{vid}.txt", rng.uniform(-0.5, 0.5, (40, FEATURE_SIZE)))
+            write_landmarks(root / "DF" / "raw" / split / f"{vid}_{int(vid) + 100:03d}.txt",
+                            rng.uniform(-0.5, 0.5, (40, FEATURE_SIZE)))
+    copy = root / "DF" / "raw" / "test" / "005_105.txt"
+    copy.write_bytes((root / "Origin" / "raw" / "test" / "004.txt").read_bytes())
+    return root
+
+
+def test_exit_codes_train_and_evaluate_warn_about_duplicated_files(tmp_path):
+    root = _tiny_ffpp(tmp_path / "ds")
+    run = tmp_path / "run"
+    train = lrnet("train", "--root", root, "-d", "DF", "-l", "raw", "-o", run, "--epochs", "1", "--batch-size", "4",
+                  "--fps", "30", "--seed", "0")
+    assert train.returncode == 0, train.stderr
+    warnings = [line for line in train.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, train.stderr
+    assert warnings[0].startswith("lrnet train: warning: dataset DF/raw: 1 landmark files are byte-identical")
+    evaluate = lrnet("evaluate", "--root", root, "-d", "DF", "-l", "raw", "--weights", run, "--output",
+                     tmp_path / "eval")
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert [line for line in evaluate.stderr.splitlines() if "warning" in line] == [
+        warnings[0].replace("lrnet train:", "lrnet evaluate:")]
+    quiet = lrnet("evaluate", "--root", root, "-d", "DF", "-l", "raw", "--weights", run, "--output",
+                  tmp_path / "eval2", "-q")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr

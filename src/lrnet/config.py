@@ -19,6 +19,7 @@ key and what was expected.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -137,7 +138,8 @@ def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
             return value
         raise LrnetError(f"{source}: {key} must be true or false, got {value!r}")
     if base == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))):
             raise LrnetError(f"{source}: {key} must be an integer, got {value!r}")
         return int(value)
     if base == "float":
@@ -176,21 +178,31 @@ def apply_values(config: TrainConfig, values: Mapping[str, Any], source: str) ->
     return out
 
 
+# Upper bounds: a typo (an extra zero or six) stops with one line instead of reaching the machine.
+MAX_BLOCK_SIZE, MAX_COUNT, MAX_THREADS, MAX_SEED = 100_000, 1_000_000, 4096, 2 ** 32 - 1
+MAX_UNITS, MAX_LAYERS = 65_536, 64
+
+
 def validate(config: TrainConfig, source: str = "configuration") -> None:
     """Range checks with one-line messages."""
     checks = [
-        (config.block_size >= 2, "BLOCK_SIZE must be at least 2 frames"),
-        (config.batch_size >= 1, "BATCH_SIZE must be at least 1"),
-        (config.val_batch_size >= 1, "val_batch_size must be at least 1"),
-        (config.epochs_g1 >= 1 and config.epochs_g2 >= 1, "EPOCHS_g1 / EPOCHS_g2 must be at least 1"),
-        (config.lr_g1 > 0 and config.lr_g2 > 0, "LEARNING_RATE_g1 / LEARNING_RATE_g2 must be positive"),
-        (config.patience is None or config.patience >= 1, "patience must be at least 1 epoch (or empty: off)"),
-        (config.threads is None or config.threads >= 1, "threads must be at least 1"),
+        (2 <= config.block_size <= MAX_BLOCK_SIZE, f"BLOCK_SIZE must be 2 to {MAX_BLOCK_SIZE} frames"),
+        (1 <= config.batch_size <= MAX_COUNT, f"BATCH_SIZE must be 1 to {MAX_COUNT}"),
+        (1 <= config.val_batch_size <= MAX_COUNT, f"val_batch_size must be 1 to {MAX_COUNT}"),
+        (all(1 <= e <= MAX_COUNT for e in (config.epochs_g1, config.epochs_g2)),
+         f"EPOCHS_g1 / EPOCHS_g2 must be 1 to {MAX_COUNT}"),
+        (all(math.isfinite(lr) and lr > 0 for lr in (config.lr_g1, config.lr_g2)),
+         "LEARNING_RATE_g1 / LEARNING_RATE_g2 must be finite and positive"),
+        (config.seed is None or 0 <= config.seed <= MAX_SEED, f"seed must be 0 to {MAX_SEED} (or empty: random)"),
+        (config.patience is None or 1 <= config.patience <= MAX_COUNT,
+         f"patience must be 1 to {MAX_COUNT} epochs (or empty: off)"),
+        (config.threads is None or 1 <= config.threads <= MAX_THREADS, f"threads must be 1 to {MAX_THREADS}"),
         (0 <= config.model.lm_dropout_rate < 1, "lm_dropout_rate must be in [0, 1)"),
         (0 <= config.model.fc_dropout_rate < 1, "fc_dropout_rate must be in [0, 1)"),
         (0 <= config.model.rnn_dropout_rate < 1, "rnn_dropout_rate must be in [0, 1)"),
-        (config.model.rnn_unit >= 1 and config.model.num_layers >= 1 and config.model.res_hidden >= 1,
-         "rnn_unit, num_layers and res_hidden must be positive"),
+        (1 <= config.model.rnn_unit <= MAX_UNITS and 1 <= config.model.res_hidden <= MAX_UNITS,
+         f"rnn_unit and res_hidden must be 1 to {MAX_UNITS}"),
+        (1 <= config.model.num_layers <= MAX_LAYERS, f"num_layers must be 1 to {MAX_LAYERS}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -139,7 +139,7 @@ def map_in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int = 0,
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(items), desc=desc, unit=unit, leave=False)
+        bar = tqdm(total=len(items), desc=desc, unit=unit, leave=False, disable=None)  # off when not a TTY
     try:
         if workers <= 1:
             for item in items:

@@ -1,15 +1,20 @@
-"""Flags shared by several sub-commands, spelled as in the reference code, and the flag types that
-check numbers and paths at parse time (a bad value stops with ``argument --x: ...``, exit 2)."""
+"""Flags shared by several sub-commands, spelled as in the reference code, the flag types that
+check numbers and paths at parse time (a bad value stops with ``argument --x: ...``, exit 2), and
+the one way a command shows lrnet's log records (`configure_logging`, ``-q``/``-v``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import re
+import sys
+from typing import Iterator
 
 from ..ffpp import LEVELS
 
-__all__ = ["add_branch_flag", "add_dataset_flags", "add_gpu_flag", "add_weights_flag", "block_size", "branches_of",
-           "device_name", "float_range", "fraction", "int_range", "nonempty_path", "nonneg_float", "nonneg_int",
+__all__ = ["ConsoleHandler", "add_branch_flag", "add_dataset_flags", "add_gpu_flag", "add_talk_flags",
+           "add_weights_flag", "block_size", "branches_of", "configure_logging", "dataset_warnings", "device_name", "float_range", "fraction", "int_range", "nonempty_path", "nonneg_float", "nonneg_int",
            "port_number", "positive_float", "positive_int", "seed"]
 
 
@@ -65,7 +70,6 @@ def add_operating_flags(p: argparse.ArgumentParser) -> None:
                         "threshold for this aggregation, else 0.5)")
     p.add_argument("--no-uncertain", dest="uncertain", action="store_false",
                    help="always give the real/fake call, even when the score's 95%% interval contains the threshold")
-
 
 
 def verdict_text(row) -> str:
@@ -157,3 +161,61 @@ def nonempty_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
     return text
+
+
+# ---------------------------------------------------------------- console output of long jobs
+def add_talk_flags(p: argparse.ArgumentParser, verbose_help: str = "also lrnet's debug lines") -> None:
+    """``-q/--quiet`` and ``-v/--verbose``, the same on every long job (train, demo, extract,
+    compress, generate, robustness, evaluate, dataset check); they exclude each other."""
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress bar and no step lines; only errors and the final summary")
+    talk.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+
+
+class ConsoleHandler(logging.Handler):
+    """``lrnet CMD: [error: |warning: ]message`` on stderr, written around any tqdm bar."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        kind = ("error: " if record.levelno >= logging.ERROR
+                else "warning: " if record.levelno >= logging.WARNING else "")
+        tqdm.write(f"lrnet {self.command}: {kind}{record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def configure_logging(command: str, quiet: bool = False, verbose: bool = False,
+                      default: int = logging.WARNING) -> Iterator[logging.Handler]:
+    """While the command runs, show the ``lrnet`` loggers' records on stderr as ``lrnet COMMAND:
+    ...`` lines: errors only with `quiet`, everything down to DEBUG with `verbose`, else from
+    `default` up (WARNING; INFO for commands whose steps are their output, such as ``demo``).
+
+    A context manager, so that the logger is as it was afterwards (tests run several commands in
+    one process); the records do not also reach the root logger's handlers meanwhile.
+    """
+    logger = logging.getLogger("lrnet")
+    handler = ConsoleHandler(command)
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else default)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def dataset_warnings(command: str, root, dataset: str, level: str) -> None:
+    """Print `lrnet.dataset_check.quick_warnings` (duplicated files, video ids in two splits) as
+    ``lrnet COMMAND: warning: ...`` lines on stderr."""
+    from ..dataset_check import quick_warnings
+
+    for line in quick_warnings(root, dataset, level):
+        print(f"lrnet {command}: warning: {line}", file=sys.stderr, flush=True)

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from .common import nonneg_int, positive_float, positive_int
-from .jobflags import add_job_flags, job_logging, job_settings, print_summary
+from .common import configure_logging, float_range, int_range, positive_float
+from .jobflags import add_job_flags, job_settings, print_summary
 
-
-def crf_value(text: str) -> int:
-    """A libx264 constant rate factor, 0 (lossless) to 51."""
-    value = nonneg_int(text)
-    if value > 51:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer between 0 and 51")
-    return value
+crf_value = int_range(0, 51, "an integer between 0 (lossless) and 51")  # a libx264 constant rate factor
 
 
 def register(sub) -> None:
@@ -29,8 +23,8 @@ def register(sub) -> None:
     c.add_argument("output_dir", metavar="OUTPUT_DIR")
     c.add_argument("--crf", type=crf_value, default=23, metavar="N",
                    help="constant rate factor 0 (lossless) .. 51 (FF++: c23 = 23, c40 = 40; default: 23)")
-    c.add_argument("--scale", type=positive_int, metavar="HEIGHT", help="output height in px (width follows)")
-    c.add_argument("--fps", type=positive_float, metavar="F", help="output frame rate (frames dropped or repeated)")
+    c.add_argument("--scale", type=int_range(16, 16384), metavar="HEIGHT", help="output height in px (width follows)")
+    c.add_argument("--fps", type=float_range(0.1, 1000), metavar="F", help="output frame rate (frames dropped or repeated)")
     c.add_argument("--blur", type=positive_float, metavar="SIGMA", help="Gaussian blur, sigma in px")
     c.add_argument("--noise", type=positive_float, metavar="SIGMA", help="Gaussian noise, sigma in 8-bit levels")
     c.add_argument("--layout", choices=("flat", "ffpp"), default="flat",
@@ -46,7 +40,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from ..compress import compress_folder
 
     settings = job_settings(args)
-    with job_logging("compress", args.quiet, args.verbose):
+    with configure_logging("compress", args.quiet, args.verbose):
         summary = compress_folder(args.input_dir, args.output_dir, crf=args.crf, scale=args.scale, fps=args.fps,
                                   blur=args.blur, noise=args.noise, layout=args.layout,
                                   source_level=args.from_level, **settings)

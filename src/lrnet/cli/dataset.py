@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import nonneg_int, positive_int
+from .common import add_talk_flags, block_size, configure_logging, int_range
 
 
 def register(sub) -> None:
@@ -29,13 +29,13 @@ def register(sub) -> None:
                    help="FF++: only these levels (default: all found)")
     c.add_argument("--videos", metavar="DIR", help="source videos (FF++ video tree for an FF++ dataset, else "
                    "found by file name) to compare frame counts")
-    c.add_argument("--block-size", type=positive_int, default=30, metavar="B", help="frames per block (default: 30)")
+    c.add_argument("--block-size", type=block_size, default=30, metavar="B", help="frames per block (default: 30)")
     c.add_argument("--card-dir", metavar="DIR", help="where to write the dataset card (default: ROOT)")
     c.add_argument("--no-card", action="store_true", help="do not write the dataset card")
-    c.add_argument("-j", "--workers", type=nonneg_int, default=0, metavar="N",
+    c.add_argument("-j", "--workers", type=int_range(0, 4096), default=0, metavar="N",
                    help="reader processes (default 0: automatic)")
     c.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_talk_flags(c)
     c.set_defaults(func=run_check)
 
 
@@ -43,12 +43,10 @@ def run_check(args: argparse.Namespace) -> int:
     import sys
 
     from ..dataset_check import check_dataset, format_table, write_card
-    from ..errors import LrnetError
 
-    if args.block_size < 2:
-        raise LrnetError(f"--block-size must be at least 2 frames, got {args.block_size}")
-    report = check_dataset(args.root, dataset=args.dataset, levels=args.level, videos=args.videos,
-                           block_size=args.block_size, workers=args.workers, progress=not args.quiet)
+    with configure_logging("dataset check", args.quiet, args.verbose):
+        report = check_dataset(args.root, dataset=args.dataset, levels=args.level, videos=args.videos,
+                               block_size=args.block_size, workers=args.workers, progress=not args.quiet)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

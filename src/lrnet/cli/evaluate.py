@@ -24,11 +24,14 @@ from .common import (
     add_dataset_flags,
     add_gpu_flag,
     add_operating_flags,
+    add_talk_flags,
     add_weights_flag,
     block_size,
     branches_of,
+    configure_logging,
+    dataset_warnings,
     fraction,
-    positive_int,
+    int_range,
 )
 
 
@@ -50,9 +53,9 @@ def register(sub) -> None:
                    help="frames per block (default: the weights' own, 30 for the official ones)")
     p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
                    help="block scores -> video score (default: vote = fraction of fake blocks, as the reference)")
-    p.add_argument("--batch-size", type=positive_int, default=512,
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=512,
                    help="blocks per forward pass (default: 512, the fastest on CPU)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=int_range(1, 4096), default=None,
                    help="CPU threads for PyTorch (default: PyTorch's choice, one per core; 1 is faster when "
                         "other jobs keep the cores busy)")
     p.add_argument("--protocol", action="store_true",
@@ -65,6 +68,7 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="re-read the landmark text files, ignoring lrnet's cache")
     p.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(p)
+    add_talk_flags(p)
     cal = p.add_argument_group("calibration (choose and store a threshold on the val split)")
     cal.add_argument("--calibrate", action="store_true",
                      help="choose the threshold on the validation split (at the EER, or at --target-fpr), store it in "
@@ -78,6 +82,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with configure_logging("evaluate", args.quiet, args.verbose):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..model import select_device
     from ..weights import resolve_weights
@@ -97,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         if protocol:
             raise LrnetError("--calibrate takes one dataset and one level (its validation split)")
         calibration_target(args.weights, args.calibrate_to)  # refuse before any work
+    if not args.quiet:
+        for dataset in datasets:
+            for level in levels:
+                dataset_warnings("evaluate", args.root, dataset, level)
     device = select_device(args.gpu)
     branches = branches_of(args.branch)
     weights = resolve_weights(args.weights, branches, device=device, download=not args.offline)
@@ -104,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if protocol:
         return _run_protocol(args, weights, datasets, levels, branches, device, block_size)
     return _run_single(args, weights, datasets[0], levels[0], branches, device, block_size)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not (args.json or args.quiet)
 
 
 def calibration_target(spec: str, calibrate_to):
@@ -133,7 +150,8 @@ def _calibrate(args, weights, dataset, level, branches, device, block_size, load
     from ..weights import describe_threshold, save_threshold
 
     folder, pretrained = calibration_target(args.weights, args.calibrate_to)
-    val = load_split(args.root, dataset, level, "val", block_size=block_size, progress=not args.json, **load_kwargs)
+    val = load_split(args.root, dataset, level, "val", block_size=block_size, progress=_progress(args),
+                     **load_kwargs)
     report = evaluate(weights, val, branches, args.aggregate, device, batch_size=args.batch_size, threshold=0.5)
     method = "target-fpr" if args.target_fpr is not None else "eer"
     record = calibrate_threshold(report, method, args.target_fpr, dataset, level, "val")
@@ -161,7 +179,7 @@ def _run_single(args, weights, dataset, level, branches, device, block_size) -> 
     load_kwargs = {"cache": not args.no_cache}
     if args.calibrate:
         _calibrate(args, weights, dataset, level, branches, device, block_size, load_kwargs)
-    test = load_split(args.root, dataset, level, args.split, block_size=block_size, progress=not args.json,
+    test = load_split(args.root, dataset, level, args.split, block_size=block_size, progress=_progress(args),
                       **load_kwargs)
     report = evaluate(weights, test, branches, args.aggregate, device, batch_size=args.batch_size,
                       threshold=args.threshold, uncertain=args.uncertain)
@@ -181,6 +199,8 @@ def _run_protocol(args, weights, datasets, levels, branches, device, block_size)
     out = Path(args.output or Path("evaluation") / f"protocol_{args.split}")
 
     def progress(cell):
+        if args.quiet:
+            return
         state = "missing" if cell.report is None else f"AUC {cell.auc:.4f}" if cell.auc is not None else "AUC n/a"
         print(f"evaluated {cell.dataset}/{cell.level}: {state}", file=sys.stderr)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import int_range, positive_int
-from .jobflags import add_job_flags, job_logging, job_settings, print_summary
+from .common import configure_logging, int_range, positive_int
+from .jobflags import add_job_flags, job_settings, print_summary
 
 
 def add_extract_flags(p: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.splits and args.layout != "ffpp":
         raise LrnetError("--splits only applies with --layout ffpp")
     settings = job_settings(args)
-    with job_logging("extract", args.quiet, args.verbose):
+    with configure_logging("extract", args.quiet, args.verbose):
         summary = extract_folder(args.input_dir, args.output_dir, layout=args.layout, split_dir=args.splits,
                                  options=extract_options(args, args.max_frames), **settings)
     print_summary(summary, "extracted")

@@ -1,20 +1,15 @@
 """Flags and console output shared by the per-video job commands (``extract``, ``compress``).
 
 `add_job_flags` adds where the job runs (``-j/--workers``, ``--scheduler``, ``--retries``), its log
-and resume flags, and ``-q/--quiet`` / ``-v/--verbose``; `job_logging` shows the library's log
-records (per-video failures, and per-video progress with ``--verbose``) as ``lrnet CMD: ...``
-lines that do not break the progress bar; `print_summary` prints the final counts.
+and resume flags, and ``-q/--quiet`` / ``-v/--verbose`` (shown with `lrnet.cli.common.configure_logging`:
+per-video failures, and per-video progress with ``--verbose``); `print_summary` prints the final counts.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import sys
-from typing import Iterator
 
-from .common import nonneg_int, positive_int
+from .common import add_talk_flags, int_range
 
 
 def scheduler_address(text: str) -> str:
@@ -29,20 +24,18 @@ def scheduler_address(text: str) -> str:
 
 
 def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("-j", "--workers", type=positive_int, default=None, metavar="N",
+    p.add_argument("-j", "--workers", type=int_range(1, 4096), default=None, metavar="N",
                    help="worker processes on this machine (default: 1)")
     p.add_argument("--scheduler", type=scheduler_address, metavar="local:N|tcp://HOST:8786",
                    help="run on Dask: local:N starts N worker processes here; an address uses your cluster "
                         "(inputs and outputs must be on a file system every worker sees; needs lrnet[cluster])")
-    p.add_argument("--retries", type=nonneg_int, default=2, metavar="N",
+    p.add_argument("--retries", type=int_range(0, 100), default=2, metavar="N",
                    help="with --scheduler: re-runs of a video whose task crashed (default: 2; content "
                         "failures such as no face are never retried)")
     p.add_argument("--log", metavar="CSV", help=f"per-video log (default: OUTPUT_DIR/{command}_log.csv)")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose output already exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    talk = p.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", action="store_true", help="no progress bar; only errors and the summary")
-    talk.add_argument("-v", "--verbose", action="store_true", help="also one line per finished video")
+    add_talk_flags(p, "also one line per finished video, and lrnet's debug lines")
 
 
 def job_settings(args: argparse.Namespace) -> dict:
@@ -55,38 +48,6 @@ def job_settings(args: argparse.Namespace) -> dict:
     return {"workers": args.workers or 1, "scheduler": args.scheduler, "retries": args.retries,
             "log_path": args.log, "overwrite": args.overwrite,
             "progress": not (args.no_progress or args.quiet)}
-
-
-class _ConsoleHandler(logging.Handler):
-    """``lrnet CMD: [error: ]message`` on stderr, written around any tqdm bar."""
-
-    def __init__(self, command: str):
-        super().__init__()
-        self.command = command
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        kind = ("error: " if record.levelno >= logging.ERROR
-                else "warning: " if record.levelno >= logging.WARNING else "")
-        tqdm.write(f"lrnet {self.command}: {kind}{record.getMessage()}", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def job_logging(command: str, quiet: bool = False, verbose: bool = False) -> Iterator[None]:
-    """Show lrnet's log records on the console for the duration of a command."""
-    logger = logging.getLogger("lrnet")
-    handler = _ConsoleHandler(command)
-    old_level, old_propagate = logger.level, logger.propagate
-    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        logger.propagate = old_propagate
 
 
 def print_summary(summary, verb: str) -> None:

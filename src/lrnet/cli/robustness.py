@@ -19,11 +19,14 @@ from .common import (
     add_dataset_flags,
     add_gpu_flag,
     add_operating_flags,
+    add_talk_flags,
     add_weights_flag,
+    configure_logging,
+    float_range,
     fraction,
-    nonneg_int,
+    int_range,
     positive_float,
-    positive_int,
+    seed,
 )
 
 
@@ -49,18 +52,18 @@ def register(sub) -> None:
                    help="fraction of frames dropped (default: 0.1 0.25 0.5)")
     g.add_argument("--duplicate", type=fraction, nargs="+", default=None, metavar="F",
                    help="fraction of frames shown twice (default: 0.1 0.25 0.5)")
-    g.add_argument("--seeds", type=positive_int, default=3, help="seeds per random perturbation (default: 3)")
-    g.add_argument("--seed", type=nonneg_int, default=0, help="first seed (default: 0)")
+    g.add_argument("--seeds", type=int_range(1, 1000), default=3, help="seeds per random perturbation (default: 3)")
+    g.add_argument("--seed", type=seed, default=0, help="first seed (default: 0)")
     v = p.add_argument_group("video perturbations (video inputs)")
-    v.add_argument("--crf", type=nonneg_int, nargs="+", default=None, metavar="CRF",
+    v.add_argument("--crf", type=int_range(0, 51), nargs="+", default=None, metavar="CRF",
                    help="H.264 re-encoding quality (default: 23 32 40)")
-    v.add_argument("--height", type=positive_int, nargs="+", default=None, metavar="PX",
+    v.add_argument("--height", type=int_range(16, 16384), nargs="+", default=None, metavar="PX",
                    help="downscale to this height (default: 360)")
     v.add_argument("--blur", type=positive_float, nargs="+", default=None, metavar="SIGMA",
                    help="Gaussian blur sigma in pixels (default: 1.5)")
     v.add_argument("--pixel-noise", type=positive_float, nargs="+", default=None, metavar="STD",
                    help="Gaussian pixel noise, 8-bit levels (default: 5)")
-    p.add_argument("--fps-factor", type=positive_float, nargs="+", default=None, metavar="X",
+    p.add_argument("--fps-factor", type=float_range(0.01, 100), nargs="+", default=None, metavar="X",
                    help="re-time to X times the frame rate (default: 0.5 2)")
     p.add_argument("--only", nargs="+", default=None, metavar="KIND",
                    help="run only these perturbations (landmarks: noise drop duplicate fps; videos: crf height fps "
@@ -69,6 +72,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished report / cached video results")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_talk_flags(p)
     p.add_argument("--offline", action="store_true", help="never download pretrained weights")
     p.add_argument("--no-cache", action="store_true", help="re-read landmark text files, ignoring lrnet's cache")
     add_gpu_flag(p)
@@ -108,7 +112,16 @@ def _mode(args) -> str:
     return "dataset"
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    return not (args.no_progress or args.quiet or args.json)
+
+
 def run(args: argparse.Namespace) -> int:
+    with configure_logging("robustness", args.quiet, args.verbose):
+        return _robustness(args)
+
+
+def _robustness(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..locks import output_lock
     from ..model import select_device
@@ -155,16 +168,17 @@ def _landmark_report(args, weights, mode, device):
         real, fake = find_landmark_files(args.real), find_landmark_files(args.fake)
         paths, labels = real + fake, [0] * len(real) + [1] * len(fake)
         names, source = [str(p) for p in paths], "labelled landmark files"
-    sequences = read_many(paths, progress=not args.no_progress and not args.json)
+    sequences = read_many(paths, progress=_progress(args))
     grid = _grid(args, DEFAULT_LANDMARK_GRID, {"noise": "noise", "drop": "drop", "duplicate": "duplicate",
                                                 "fps": "fps_factor"})
 
     seeds = list(range(args.seed, args.seed + args.seeds))
     bar = None
-    if not args.no_progress and not args.json:
+    if _progress(args):
         from tqdm import tqdm
 
-        bar = tqdm(total=len(landmark_conditions(grid, seeds)), unit="condition", desc="robustness", leave=False)
+        bar = tqdm(total=len(landmark_conditions(grid, seeds)), unit="condition", desc="robustness", leave=False,
+                   disable=None)
     try:
         return landmark_robustness(weights, sequences, labels, names, grid, seeds=seeds, aggregation=args.aggregate,
                                    threshold=args.threshold, uncertain=args.uncertain, device=device, source=source,
@@ -183,7 +197,7 @@ def _video_report(args, weights, mode, out, device):
     grid = _grid(args, DEFAULT_VIDEO_GRID, {"crf": "crf", "height": "height", "fps": "fps_factor", "blur": "blur",
                                              "pixel-noise": "pixel_noise"})
     return video_robustness(weights, folder, out, grid, aggregation=args.aggregate, threshold=args.threshold,
-                            uncertain=args.uncertain, device=device, progress=not args.no_progress)
+                            uncertain=args.uncertain, device=device, progress=_progress(args))
 
 
 def _labelled_folder(args, out: Path) -> Path:

@@ -10,13 +10,25 @@ folder is locked for the run, never inside the dataset, and an earlier run in it
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from .common import (add_branch_flag, add_dataset_flags, add_gpu_flag, branches_of, nonneg_int, positive_float,
-                     positive_int)
+from .common import (
+    add_branch_flag,
+    add_dataset_flags,
+    add_gpu_flag,
+    add_talk_flags,
+    block_size,
+    branches_of,
+    configure_logging,
+    dataset_warnings,
+    int_range,
+    positive_float,
+    seed,
+)
+
+COUNT = int_range(1, 1_000_000)  # epochs, batch size, patience: an upper bound keeps typos off the machine
 
 # (flag attribute, config key) pairs copied into the configuration when given.
 _FLAG_KEYS = (("batch_size", "batch_size"), ("block_size", "block_size"), ("seed", "seed"), ("patience", "patience"),
@@ -46,16 +58,16 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
                    help="YAML file of settings (reference keys such as BLOCK_SIZE, EPOCHS_g1, rnn_unit); repeatable")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one setting, e.g. --set EPOCHS_g1=100 --set rnn_unit=64; repeatable")
-    p.add_argument("--epochs", type=positive_int, default=None,
+    p.add_argument("--epochs", type=COUNT, default=None,
                    help="epochs for every trained branch (EPOCHS_g1/EPOCHS_g2)")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="mini-batch size (BATCH_SIZE)")
+    p.add_argument("--batch-size", type=COUNT, default=None, help="mini-batch size (BATCH_SIZE)")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="Adam learning rate of every branch (LEARNING_RATE_g*)")
-    p.add_argument("--block-size", type=positive_int, default=None, help="frames per block (BLOCK_SIZE, >= 2)")
-    p.add_argument("--seed", type=nonneg_int, default=None, help="random seed: same seed, same weights (on CPU)")
-    p.add_argument("--patience", type=positive_int, default=None,
+    p.add_argument("--block-size", type=block_size, default=None, help="frames per block (BLOCK_SIZE, >= 2)")
+    p.add_argument("--seed", type=seed, default=None, help="random seed: same seed, same weights (on CPU)")
+    p.add_argument("--patience", type=COUNT, default=None,
                    help="stop a branch after this many epochs without a better val accuracy (default: off)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=int_range(1, 4096), default=None,
                    help="PyTorch threads per branch, fixed (default: automatic; concurrent branches share the "
                         "cores and a branch left alone takes them all)")
     p.add_argument("--concurrent", choices=("auto", "on", "off"), default=None,
@@ -77,26 +89,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="frame rate of the training videos, recorded in lrnet.json (default: from the dataset's "
                         "extract_log.csv, or 30 for synthetic data)")
     p.add_argument("--no-cache", action="store_true", help="re-read the landmark text files, ignoring lrnet's cache")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; only errors and the final line")
-    p.add_argument("--verbose", "-v", action="store_true", help="also log every epoch")
+    add_talk_flags(p, "also log every epoch, and lrnet's debug lines")
     p.add_argument("--list-presets", action="store_true", help="print the presets side by side and exit")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(text)
-
-
-def _configure_logging(args: argparse.Namespace) -> None:
-    """lrnet's log records to stderr, one line each: warnings by default, every epoch with --verbose."""
-    logger = logging.getLogger("lrnet")
-    for handler in [h for h in logger.handlers if getattr(h, "_lrnet_cli", False)]:
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("lrnet train: %(levelname)s: %(message)s"))
-    handler._lrnet_cli = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING)
 
 
 def _config(args: argparse.Namespace, branches: Sequence[str]):
@@ -130,7 +129,7 @@ def _check_output(output: Path, args: argparse.Namespace, cfg) -> None:
     from ..runs import RunFolder, check_not_input
 
     if output.exists() and not output.is_dir():
-        raise LrnetError(f"{output}: is a file, not a folder; --output takes the run folder")
+        raise LrnetError(f"{output}: exists and is not a folder; --output takes the run folder")
     check_not_input(output, _dataset_folders(cfg.dataset_root, args.dataset) + list(args.config))
     if args.resume and args.overwrite:
         raise LrnetError("--resume and --overwrite exclude each other: continue the run or replace it")
@@ -170,18 +169,24 @@ def run(args: argparse.Namespace) -> int:
     if args.list_presets:
         print(presets_table() + "\n\n" + "\n".join(f"{name}: {note}" for name, note in PRESET_NOTES.items()))
         return 0
+    with configure_logging("train", args.quiet, args.verbose):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from ..datasets import load_split
     from ..errors import LrnetError
     from ..model import select_device
     from ..runs import open_run
     from ..train import input_folders, train
 
-    _configure_logging(args)
     branches = branches_of(args.branch)
     cfg = _config(args, branches)
     device = select_device(args.gpu)
     output = Path(args.output or cfg.output or Path("runs") / f"{Path(args.dataset).stem}_{args.level}")
     _check_output(output, args, cfg)
+    if not args.quiet:
+        dataset_warnings("train", cfg.dataset_root, args.dataset, args.level)
     progress = not args.quiet
     tr, va = (load_split(cfg.dataset_root, args.dataset, args.level, split, block_size=cfg.block_size,
                          cache=not args.no_cache, progress=progress) for split in ("train", "val"))

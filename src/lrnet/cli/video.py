@@ -34,11 +34,14 @@ def register(sub) -> None:
     d.add_argument("--json", action="store_true", help="print one JSON object per video")
     d.add_argument("--blocks", action="store_true", help="with --json, include per-block scores")
     d.add_argument("--save-landmarks", metavar="OUT", help="write the calibrated landmarks (.txt): a file "
-                   "for one video, else a folder receiving <video>.txt")
+                   "for one video, else a folder (a name without a file extension, or an existing folder) "
+                   "receiving <video>.txt")
     d.add_argument("--visualize", metavar="OUT.mp4", help="write the video with raw (green) and calibrated "
-                   "(red) landmarks; with several videos, a folder receiving <video>.mp4")
-    d.add_argument("--plot", metavar="OUT.png", help="plot per-block p(fake) over time; with several videos, "
-                   "a folder receiving <video>.png")
+                   "(red) landmarks (.mp4, .avi, .mkv, .mov or .m4v); with several videos, a folder receiving "
+                   "<video>.mp4")
+    d.add_argument("--plot", metavar="OUT.png", help="plot per-block p(fake) over time (.png, .pdf, .svg, "
+                   ".jpg ...: any format of Matplotlib's Agg canvas); with several videos, a folder receiving "
+                   "<video>.png")
     d.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
                    help="only use the first N frames of each video")
     d.add_argument("--fps-policy", choices=("resample", "keep"), default="resample",
@@ -68,6 +71,33 @@ def register(sub) -> None:
 
 
 OUTPUT_FLAGS = (("save_landmarks", ".txt"), ("visualize", ".mp4"), ("plot", ".png"))
+# Containers `lrnet.video.write_video` writes (.avi: MJPG; the others MPEG-4 part 2), checked before any work.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
+
+
+def plot_suffixes() -> List[str]:
+    """File extensions Matplotlib's Agg canvas can write (``.png``, ``.pdf``, ``.svg``, ``.jpg`` ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return sorted("." + kind for kind in FigureCanvasAgg.get_supported_filetypes())
+
+
+def _check_output_name(option: str, value: str, many: int) -> None:
+    """Refuse, before any work, an output name the writer cannot honour (LrnetError)."""
+    from ..errors import LrnetError
+
+    flag = "--" + option.replace("_", "-")
+    path = Path(value)
+    if path.is_dir():
+        return
+    if many and path.suffix:
+        raise LrnetError(f"{value}: with {many} videos {flag} names a folder receiving one file per video, and "
+                         f"{path.suffix!r} looks like a file extension; give a folder name without one (or an "
+                         "existing folder), or one video")
+    allowed = VIDEO_SUFFIXES if option == "visualize" else plot_suffixes() if option == "plot" else None
+    if not many and allowed is not None and path.suffix.lower() not in allowed:
+        got = f"got {path.suffix!r}" if path.suffix else "got a name without one"
+        raise LrnetError(f"{value}: {flag} writes {', '.join(s[1:] for s in allowed)} files (by the extension); {got}")
 
 
 def _output_for(option: str, video: str, many: bool, suffix: str) -> Path:
@@ -103,6 +133,7 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
                 raise LrnetError(f"{out}: {flag} and {written[key]} would write the same file")
             written[key] = flag
             plan[video][option] = out
+        _check_output_name(option, value, len(videos) if many else 0)  # after "would overwrite an input"
     return plan
 
 
