@@ -84,7 +84,7 @@ def test_output_that_is_a_file_or_inside_the_dataset_is_refused(root, tmp_path, 
     afile = tmp_path / "notes.txt"
     afile.write_text("keep me\n")
     assert _train(root, afile) == 2
-    _one_line_error(capsys.readouterr().err, "is a file")
+    _one_line_error(capsys.readouterr().err, "exists and is not a folder")
     assert afile.read_text() == "keep me\n"
     for inside in (root / "DF" / "raw" / "train", root / "Origin"):
         assert _train(root, inside) == 2

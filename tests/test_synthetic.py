@@ -152,7 +152,7 @@ def test_cli_generate(tmp_path, capsys):
 @pytest.mark.misuse
 @pytest.mark.parametrize("flags, message", [
     (["--manipulations", "XX"], "invalid choice: 'XX'"), (["--levels", "c99"], "invalid choice: 'c99'"),
-    (["--videos", "0"], "--videos: '0' must be an integer >= 1"), (["--frames", "10", "x"], "--frames"),
+    (["--videos", "0"], "--videos: '0' must be an integer between 3 and 1000000"), (["--frames", "10", "x"], "--frames"),
     (["--seed", "-1"], "--seed"), (["--workers", "-2"], "--workers"),
 ])
 def test_cli_generate_flags_are_checked_at_parse_time(tmp_path, capsys, flags, message):
@@ -165,8 +165,9 @@ def test_cli_generate_flags_are_checked_at_parse_time(tmp_path, capsys, flags, m
 def test_cli_generate_user_error(tmp_path, capsys):
     assert cli_main(["generate", str(tmp_path), "--frames", "50", "10", "-q"]) == 2
     assert "--frames LO HI needs LO <= HI" in capsys.readouterr().err
-    assert cli_main(["generate", str(tmp_path), "--videos", "2", "-q"]) == 2
-    assert "--videos must be at least 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["generate", str(tmp_path), "--videos", "2", "-q"])
+    assert exc.value.code == 2 and "--videos: '2' must be an integer between 3" in capsys.readouterr().err
 
 
 @pytest.mark.misuse

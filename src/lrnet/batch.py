@@ -342,7 +342,7 @@ def _bar(total: int, desc: str, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
 def run_jobs(jobs: Sequence[Job], task: Task, options: object, *, command: str, output_dir: Path,

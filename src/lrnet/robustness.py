@@ -437,7 +437,7 @@ def _progress_bar(total: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="item", desc="robustness", leave=False)
+    return tqdm(total=total, unit="item", desc="robustness", leave=False, disable=None)
 
 
 # ----------------------------------------------------------------------------- outputs

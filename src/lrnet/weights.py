@@ -127,7 +127,7 @@ def download_file(url: str, dest: PathLike, sha256: str, timeout: float = 60.0,
                 if progress:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False)
+                    bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False, disable=None)
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     digest.update(chunk)
                     out.write(chunk)
