@@ -32,7 +32,7 @@ SYNTHETIC_NOTE = (
 class DemoSettings:
     """Size of the demo run. Defaults take about two minutes on 2 CPU cores."""
 
-    videos: Dict[str, int] = None  # per split, for Origin and for DF each
+    videos: Optional[Dict[str, int]] = None  # per split, for Origin and for DF each (None: the default sizes)
     frames: tuple = (150, 300)
     epochs: int = 80
     batch_size: int = 128
@@ -75,7 +75,7 @@ def _demo_dataset(root: Path, s: DemoSettings, progress: bool) -> Path:
     """The demo's synthetic dataset in `root`, generated unless an identical one is there."""
     from .synthetic import GENERATOR_VERSION, generate_ffpp, synthetic_info
 
-    wanted = dict(videos_per_split={k: int(s.videos.get(k, 0)) for k in ("train", "val", "test")},
+    wanted: Dict[str, Any] = dict(videos_per_split={k: int((s.videos or {}).get(k, 0)) for k in ("train", "val", "test")},
                   manipulations=("DF",), levels=("raw",), frames=tuple(s.frames), seed=s.seed, difficulty=s.difficulty)
     info = synthetic_info(root) if root.is_dir() else None
     if (info is None or info.get("generator_version") != GENERATOR_VERSION

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import re
 import sys
-from typing import Iterator
+from typing import Any, Dict, Iterator
 
 from ..ffpp import LEVELS
 
@@ -54,7 +54,7 @@ def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -
     With ``multiple=True`` (``lrnet evaluate``'s protocol mode) ``-d`` and ``-l`` take one or
     more values and parse to lists.
     """
-    many = {"nargs": "+"} if multiple else {}
+    many: Dict[str, Any] = {"nargs": "+"} if multiple else {}
     parser.add_argument("-d", "--dataset", default=["DF"] if multiple else "DF", metavar="NAME", **many,
                         help="DF, F2F, FS, NT, FF_all, a custom dataset name under --root, or a dataset YAML file "
                              "(default: DF)")
