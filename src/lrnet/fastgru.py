@@ -15,9 +15,10 @@ Here
   (``input_scale``) instead of to every frame.
 
 The time is dominated by the input-projection products (fp32 GEMM, near the CPU's peak), which
-``bf16=True`` runs in bfloat16 (``lrnet train``'s default where `native_bf16` is true); the steps read
-the bfloat16 projections directly, so no pass converts them. One LRNet training step at batch 1024 on one thread
-of a 2-core AMD EPYC: about 80 ms (115 ms before the buffer reuse and the mask folding).
+``bf16=True`` runs in bfloat16 (``lrnet train``'s default where `native_bf16` is true), into pooled
+bfloat16 buffers converted to float32 in one pass (the step maths never mixes dtypes: each mixed op
+makes a temporary copy). One LRNet training step at batch 1024 on one thread of a 2-core AMD EPYC:
+about 60-70 ms (115 ms before the buffer reuse and the mask folding; see docs/readme/speed.md).
 
 Equations are PyTorch's (``nn.GRU`` docs), gate order r, z, n::
 
