@@ -183,3 +183,28 @@ def test_bf16_gradients_are_close_to_fp32():
     low = torch.autograd.grad((bigru_last_hidden(gru, x, h0, bf16=True) * w).sum(), params)
     for a, b in zip(exact, low):
         assert (a - b).norm().item() <= 0.02 * a.norm().item() + 1e-6
+
+
+def test_bf16_pooled_buffers_give_the_same_gradients_step_after_step():
+    """The pooled bfloat16 buffers (x, projections, their gradients) carry nothing from one step to
+    the next: an inference call between forward and backward, a changed batch size and a repeated
+    step all give the gradients of a fresh call."""
+    from lrnet.fastgru import release_workspace
+
+    torch.manual_seed(9)
+    gru = nn.GRU(136, 16, batch_first=True, bidirectional=True)
+    x = torch.randn(12, 30, 136) * 0.3
+    h0 = torch.randn(2, 12, 16)
+    w = torch.randn(2, 12, 16)
+    params = list(gru.parameters())
+    release_workspace()
+    fresh = torch.autograd.grad((bigru_last_hidden(gru, x, h0, bf16=True) * w).sum(), params)
+    for n in (12, 7, 12):
+        loss = (bigru_last_hidden(gru, x[:n], h0[:, :n], bf16=True) * w[:, :n]).sum()
+        with torch.no_grad():  # scratch buffers of inference, not the ones saved for backward
+            bigru_last_hidden(gru, torch.randn(n, 30, 136), h0[:, :n], bf16=True)
+        grads = torch.autograd.grad(loss, params)
+        if n == 12:
+            for a, b in zip(fresh, grads):
+                assert torch.equal(a, b)
+    release_workspace()

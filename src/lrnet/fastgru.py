@@ -15,9 +15,10 @@ Here
   (``input_scale``) instead of to every frame.
 
 The time is dominated by the input-projection products (fp32 GEMM, near the CPU's peak), which
-``bf16=True`` runs in bfloat16 (``lrnet train``'s default where `native_bf16` is true); the steps read
-the bfloat16 projections directly, so no pass converts them. One LRNet training step at batch 1024 on one thread
-of a 2-core AMD EPYC: about 80 ms (115 ms before the buffer reuse and the mask folding).
+``bf16=True`` runs in bfloat16 (``lrnet train``'s default where `native_bf16` is true), into pooled
+bfloat16 buffers converted to float32 in one pass (the step maths never mixes dtypes: each mixed op
+makes a temporary copy). One LRNet training step at batch 1024 on one thread of a 2-core AMD EPYC:
+about 60-70 ms (115 ms before the buffer reuse and the mask folding; see docs/readme/speed.md).
 
 Equations are PyTorch's (``nn.GRU`` docs), gate order r, z, n::
 
@@ -121,45 +122,83 @@ def release_workspace() -> None:
     _WORKSPACE.scratch_key = _WORKSPACE.scratch_buffer = None
 
 
-def _input_projections(x2d: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor, gates: torch.Tensor,
-                       bf16: bool) -> torch.Tensor:
-    """``x W_ih^T + b_ih`` of all steps and both directions in one product, as a ``(2, 3H, T, N)``
-    tensor: written into `gates` (fp32), or, with `bf16`, a new bfloat16 tensor (bf16 products with
-    fp32 accumulation, ~2.4x faster on CPUs with AVX512-BF16/AMX) that the steps read directly,
-    so no pass converts it. Rows of the ``(6H, T*N)`` product are (direction, gate unit), columns
-    (time, sample); x2d ``(T*N, F)``."""
+def _input_projections(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor,
+                       pre_bf16: torch.Tensor | None) -> torch.Tensor:
+    """``x W_ih^T + bias`` of all steps and both directions in one product, as a ``(2, 3H, T, N)``
+    tensor: written into `gates` (fp32), or, given the bfloat16 buffer `pre_bf16` (same shape),
+    into it (bf16 products with fp32 accumulation, ~2.4x faster on CPUs with AVX512-BF16/AMX),
+    then converted into `gates` in one pass (same-dtype element-wise ops in the steps). Rows of the ``(6H, T*N)`` product
+    are (direction, gate unit), columns (time, sample); x2d ``(T*N, F)`` (bfloat16 with
+    `pre_bf16`); bias ``(2, 3H)``."""
     six_h, feat = w_ih.shape[0] * w_ih.shape[1], w_ih.shape[2]
-    w_all, b_all = w_ih.reshape(six_h, feat), b_ih.reshape(six_h, 1)
-    if bf16:
-        return torch.addmm(b_all.to(torch.bfloat16), w_all.to(torch.bfloat16), x2d.t()).view(gates.shape)
+    w_all, b_all = w_ih.reshape(six_h, feat), bias.reshape(six_h, 1)
+    if pre_bf16 is not None:
+        torch.addmm(b_all.to(torch.bfloat16), w_all.to(torch.bfloat16), x2d.t(), out=pre_bf16.view(six_h, -1))
+        return gates.copy_(pre_bf16)  # one pass: ~2x faster than converting step by step
     torch.addmm(b_all, w_all, x2d.t(), out=gates.view(six_h, -1))
     return gates
 
 
-def _forward_steps(pre: torch.Tensor, gates: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
+def _forward_steps(gates: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor,
                    ghn_all: torch.Tensor | None, h_all: torch.Tensor) -> torch.Tensor:
-    """The recurrence over the input projections `pre` (``(2, 3H, T, N)``, may be `gates` itself);
-    gate activations go to `gates`. Training (`ghn_all` given): every state in ``h_all (T + 1, 2,
-    H, N)`` and ``h W_hn^T + b_hn`` in ``ghn_all (T, 2, H, N)``, kept for BPTT; inference: `h_all`
-    is a ``(2, 2, H, N)`` ping-pong pair. Returns the last state ``(2, H, N)``."""
+    """The recurrence over the input projections in `gates` (``(2, 3H, T, N)``; the r and z rows
+    already include ``b_hh``), overwritten step by step by the gate activations. Training
+    (`ghn_all` given): every state in ``h_all (T + 1, 2, H, N)`` and ``h W_hn^T + b_hn`` in
+    ``ghn_all (T, 2, H, N)``, kept for BPTT; inference: `h_all` is a ``(2, 2, H, N)`` ping-pong
+    pair. b_hn ``(2, H)``. Returns the last state ``(2, H, N)``.
+
+    Every element-wise op runs in place on same-dtype operands (mixed-dtype ops would make a
+    temporary copy of an operand each time)."""
     steps, hid, n = gates.shape[2], w_hh.shape[2], gates.shape[3]
-    bias = b_hh.unsqueeze(2)  # (2, 3H, 1)
-    gh = h0.new_empty(2, 3 * hid, n)  # this step's hidden projections
+    w_rz, w_n, bias_n = w_hh[:, : 2 * hid], w_hh[:, 2 * hid:], b_hn.unsqueeze(2)
+    gh_rz = h0.new_empty(2, 2 * hid, n)  # this step's r, z pre-activations
+    ghn_tmp = None if ghn_all is not None else h0.new_empty(2, hid, n)
     h = h_all[0]
     h.copy_(h0.transpose(1, 2))
     for s in range(steps):
-        g, p = _step_view(gates, s), _step_view(pre, s)  # (2, 3H, N)
-        torch.baddbmm(bias, w_hh, h, out=gh)
-        rz = torch.add(p[:, : 2 * hid], gh[:, : 2 * hid], out=g[:, : 2 * hid]).sigmoid_()
+        g = _step_view(gates, s)  # (2, 3H, N)
+        rz = torch.sigmoid(torch.baddbmm(g[:, : 2 * hid], w_rz, h, out=gh_rz), out=g[:, : 2 * hid])
         r, z = rz[:, :hid], rz[:, hid:]
-        new = _tanh_(torch.addcmul(p[:, 2 * hid:], r, gh[:, 2 * hid:], out=g[:, 2 * hid:]))
-        if ghn_all is not None:
-            ghn_all[s].copy_(gh[:, 2 * hid:])
-            h_next = torch.sub(h, new, out=h_all[s + 1])
-        else:
-            h_next = torch.sub(h, new, out=h_all[(s + 1) % 2])
-        h = h_next.mul_(z).add_(new)  # z h + (1 - z) n
+        ghn = torch.baddbmm(bias_n, w_n, h, out=ghn_all[s] if ghn_all is not None else ghn_tmp)
+        new = _tanh_(g[:, 2 * hid:].addcmul_(r, ghn))
+        h_next = h_all[s + 1] if ghn_all is not None else h_all[(s + 1) % 2]
+        h = torch.addcmul(new, z, torch.sub(h, new, out=h_next), out=h_next)  # n + z (h - n)
     return h
+
+
+def _backward_steps(grad_h: torch.Tensor, gates: torch.Tensor, ghn_all: torch.Tensor, h_all: torch.Tensor,
+                    w_hh: torch.Tensor, grad_bf16: torch.Tensor | None):
+    """BPTT through the steps: overwrites `gates` with the gradients of the gate pre-activations
+    (and, given, copies them into the bfloat16 buffer `grad_bf16`, read by the input-weight
+    gradient product). Returns (dL/dh0 ``(2, H, N)``, grad_w_hh ``(2, 3H, H)``,
+    sum over steps of the n part of dL/d(h W_hh^T + b_hh) ``(2, H, N)``)."""
+    steps, hid, n = ghn_all.shape[0], ghn_all.shape[2], ghn_all.shape[3]
+    dgh = grad_h.new_empty(2, 3 * hid, n)  # gradient of this step's hidden projections
+    grad_w_hh = grad_h.new_zeros(2, 3 * hid, hid)
+    sum_dghn = grad_h.new_zeros(2, hid, n)  # for the n part of grad_b_hh
+    w_hh_t = w_hh.transpose(1, 2).contiguous()  # (2, H, 3H); contiguous: bmm is faster
+    dh_pair = grad_h.new_empty(2, 2, hid, n)
+    dh, dh_z = dh_pair[0], dh_pair[1]
+    dh.copy_(grad_h.transpose(1, 2))
+    sig_bw = torch.ops.aten.sigmoid_backward.grad_input
+    tanh_bw = torch.ops.aten.tanh_backward.grad_input
+    for s in range(steps - 1, -1, -1):
+        g, h_prev = _step_view(gates, s), h_all[s]
+        rz = g[:, : 2 * hid]
+        r, z, new = g[:, :hid], g[:, hid: 2 * hid], g[:, 2 * hid:]
+        torch.sub(h_prev, new, out=dgh[:, hid: 2 * hid]).mul_(dh)  # dL/dz
+        torch.mul(dh, z, out=dh_z)  # the part of dh that flows straight to h_prev
+        da_n = tanh_bw(dh.sub_(dh_z), new, grad_input=new)  # through tanh, over n
+        torch.mul(da_n, ghn_all[s], out=dgh[:, :hid])  # dL/dr
+        torch.mul(da_n, r, out=dgh[:, 2 * hid:])
+        sum_dghn.add_(dgh[:, 2 * hid:])
+        sig_bw(dgh[:, : 2 * hid], rz, grad_input=rz)  # through sigmoid: r, z input-projection gradients
+        dgh[:, : 2 * hid].copy_(rz)  # = the hidden ones
+        grad_w_hh.baddbmm_(dgh, h_prev.transpose(1, 2))
+        dh, dh_z = dh_z.baddbmm_(w_hh_t, dgh), dh  # dL/dh_prev
+    if grad_bf16 is not None:
+        grad_bf16.copy_(gates)  # one pass into the reused buffer (no fresh tensor, no page faults)
+    return dh, grad_w_hh, sum_dghn
 
 
 class _BiGRU(torch.autograd.Function):
@@ -175,6 +214,7 @@ class _BiGRU(torch.autograd.Function):
     activations (r, z after the sigmoid and n after the tanh, written in place step by step: saved
     for BPTT) and, in backward, the gradients of the gate pre-activations (written in place over
     the activations of the same step once they are read), which feed the input-weight gradient.
+    With bf16, a bfloat16 buffer of the same shape holds the input projections, then those gradients.
     """
 
     @staticmethod
@@ -183,20 +223,29 @@ class _BiGRU(torch.autograd.Function):
         hid = w_hh.shape[2]
         x2d = xt.reshape(steps * n, feat)
         save = any(ctx.needs_input_grad)
-        key = (steps, n, hid, h0.dtype, h0.device)
+        key = (steps, n, hid, feat, h0.dtype, h0.device, bool(bf16))
+
+        def half():  # bfloat16 copies of the projections (then their gradients) and of x
+            return (h0.new_empty(2, 3 * hid, steps, n, dtype=torch.bfloat16),
+                    h0.new_empty(steps * n, feat, dtype=torch.bfloat16)) if bf16 else (None, None)
+
         if save:
-            gates, ghn_all, h_all = _WORKSPACE.take(key, lambda: (
-                h0.new_empty(2, 3 * hid, steps, n), h0.new_empty(steps, 2, hid, n), h0.new_empty(steps + 1, 2, hid, n)))
+            gates, (pre16, x16), ghn_all, h_all = _WORKSPACE.take(key, lambda: (
+                h0.new_empty(2, 3 * hid, steps, n), half(), h0.new_empty(steps, 2, hid, n),
+                h0.new_empty(steps + 1, 2, hid, n)))
             ctx.key = key
-        else:  # inference: one reused gates buffer, ping-pong hidden states
-            gates = _WORKSPACE.scratch(key, lambda: h0.new_empty(2, 3 * hid, steps, n))
+        else:  # inference: reused gates buffers, ping-pong hidden states
+            gates, (pre16, x16) = _WORKSPACE.scratch(key, lambda: (h0.new_empty(2, 3 * hid, steps, n), half()))
             ghn_all, h_all = None, h0.new_empty(2, 2, hid, n)
-        if bf16:
-            x2d = x2d.to(torch.bfloat16)
-        pre = _input_projections(x2d, w_ih, b_ih, gates, bf16)
+        if x16 is not None:
+            x2d = x16.copy_(x2d)
+        # b_hh of r and z joins the input bias (both are added before the sigmoid).
+        bias = torch.cat((b_ih[:, : 2 * hid] + b_hh[:, : 2 * hid], b_ih[:, 2 * hid:]), dim=1)
+        _input_projections(x2d, w_ih, bias, gates, pre16)
         ctx.bf16 = bf16
-        h = _forward_steps(pre, gates, h0, w_hh, b_hh, ghn_all, h_all)
+        h = _forward_steps(gates, h0, w_hh, b_hh[:, 2 * hid:], ghn_all, h_all)
         if save:
+            ctx.half = (pre16, x16)
             ctx.save_for_backward(x2d if bf16 else xt, w_ih, w_hh, gates, ghn_all, h_all)
         # A new contiguous (2, N, H) tensor (never pooled memory), as nn.GRU returns h_n:
         # dropout masks downstream follow memory order.
@@ -207,29 +256,8 @@ class _BiGRU(torch.autograd.Function):
         xs, w_ih, w_hh, gates, ghn_all, h_all = ctx.saved_tensors
         steps, hid, n = ghn_all.shape[0], ghn_all.shape[2], ghn_all.shape[3]
         feat = w_ih.shape[2]
-        dgh = grad_h.new_empty(2, 3 * hid, n)  # gradient of this step's hidden projections
-        grad_w_hh = grad_h.new_zeros(2, 3 * hid, hid)
-        sum_dghn = grad_h.new_zeros(2, hid, n)  # for the n part of grad_b_hh
-        w_hh_t = w_hh.transpose(1, 2)  # (2, H, 3H)
-        dh_pair = grad_h.new_empty(2, 2, hid, n)
-        dh, dh_z = dh_pair[0], dh_pair[1]
-        dh.copy_(grad_h.transpose(1, 2))
-        sig_bw = torch.ops.aten.sigmoid_backward.grad_input
-        tanh_bw = torch.ops.aten.tanh_backward.grad_input
-        for s in range(steps - 1, -1, -1):
-            g, h_prev = _step_view(gates, s), h_all[s]
-            rz = g[:, : 2 * hid]
-            r, z, new = g[:, :hid], g[:, hid: 2 * hid], g[:, 2 * hid:]
-            torch.sub(h_prev, new, out=dgh[:, hid: 2 * hid]).mul_(dh)  # dL/dz
-            torch.mul(dh, z, out=dh_z)  # the part of dh that flows straight to h_prev
-            da_n = tanh_bw(dh.sub_(dh_z), new, grad_input=new)  # through tanh, over n
-            torch.mul(da_n, ghn_all[s], out=dgh[:, :hid])  # dL/dr
-            torch.mul(da_n, r, out=dgh[:, 2 * hid:])
-            sum_dghn.add_(dgh[:, 2 * hid:])
-            sig_bw(dgh[:, : 2 * hid], rz, grad_input=dgh[:, : 2 * hid])  # through sigmoid
-            rz.copy_(dgh[:, : 2 * hid])  # r, z input-projection gradients = hidden ones
-            grad_w_hh.baddbmm_(dgh, h_prev.transpose(1, 2))
-            dh, dh_z = dh_z.baddbmm_(w_hh_t, dgh), dh  # dL/dh_prev
+        (pre16, x16), ctx.half = ctx.half, None
+        dh, grad_w_hh, sum_dghn = _backward_steps(grad_h, gates, ghn_all, h_all, w_hh, pre16)
         need = ctx.needs_input_grad
         grad_x = grad_w_ih = grad_b_ih = grad_b_hh = None
         x2d = xs.reshape(steps * n, feat)
@@ -237,18 +265,17 @@ class _BiGRU(torch.autograd.Function):
         if need[0]:
             grad_x = (flat_gi[0].t() @ w_ih[0] + flat_gi[1].t() @ w_ih[1]).view(steps, n, feat)
         if need[2]:
-            both = flat_gi.view(6 * hid, steps * n)
-            if ctx.bf16:
-                grad_w_ih = (both.to(torch.bfloat16) @ x2d).float().view(2, 3 * hid, feat)
+            if pre16 is not None:
+                grad_w_ih = (pre16.view(6 * hid, steps * n) @ x2d).float().view(2, 3 * hid, feat)
             else:
-                grad_w_ih = (both @ x2d).view(2, 3 * hid, feat)
+                grad_w_ih = (flat_gi.view(6 * hid, steps * n) @ x2d).view(2, 3 * hid, feat)
         # Row sums as matrix-vector products: much faster than sum(dim=...) here.
         b_ih_grad = (flat_gi.reshape(6 * hid, steps * n) @ flat_gi.new_ones(steps * n)).view(2, 3 * hid)
         if need[3]:
             grad_b_ih = b_ih_grad
         if need[5]:  # r, z: the same pre-activation gradients as b_ih; n: sum of r * da_n
             grad_b_hh = torch.cat((b_ih_grad[:, : 2 * hid], sum_dghn @ sum_dghn.new_ones(n)), dim=1)
-        _WORKSPACE.give(ctx.key, (gates, ghn_all, h_all))
+        _WORKSPACE.give(ctx.key, (gates, (pre16, x16), ghn_all, h_all))
         return grad_x, dh.transpose(1, 2), grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh, None
 
 

@@ -57,7 +57,7 @@ from .runs import RunFolder, dataset_fps, open_run, read_meta, resume_conflicts,
 
 __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
            "train_branch", "resolve_settings", "start_branch", "train_one_epoch", "validation_accuracy",
-           "end_epoch", "finish_branch", "train_step", "EpochData", "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
+           "end_epoch", "write_checkpoint", "finish_branch", "train_step", "EpochData", "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
@@ -67,6 +67,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # trained concurrently in threads stay reproducible while everything else runs in parallel.
 _RNG_LOCK = threading.Lock()
 _BRANCH_SEED_OFFSET = {"g1": 0, "g2": 1_000_003}
+CHECKPOINT_INTERVAL_S = 30.0  # at most one resume-checkpoint write per this many seconds (see end_epoch)
 
 
 def _draws_random_numbers(module: nn.Module) -> bool:
@@ -355,6 +356,8 @@ class BranchState:
     best_state: Optional[Dict[str, torch.Tensor]] = None  # CPU copy of the best weights
     rng_swap: Optional[_BranchRNG] = None  # attached while training on CPU
     built: bool = True  # the model was built here (not passed in by the caller)
+    pending: Optional[Dict[str, Any]] = None  # the last epoch's checkpoint, not written yet
+    written_at: float = -math.inf  # time.monotonic() of the last checkpoint write
 
     def rng(self) -> Dict[str, Any]:
         """The random streams as saved in a checkpoint."""
@@ -501,7 +504,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: EpochDa
 
 def end_epoch(state: BranchState, settings: BranchSettings, cfg: TrainConfig, epoch: int, loss: float,
               train_acc: float, val_acc: float, seconds: float) -> None:
-    """Record the epoch; keep (and save) the weights when val accuracy >= best; write the checkpoint."""
+    """Record the epoch; keep (and save) the weights when val accuracy >= best; checkpoint the epoch.
+
+    The checkpoint and history files are written for the first and last epoch and otherwise at
+    most every `CHECKPOINT_INTERVAL_S` seconds (each write is fsync'ed: tens of ms, a few percent
+    of an epoch); the latest epoch's checkpoint is kept in memory and `write_checkpoint` (called
+    by `train_branch` on every exit, Ctrl-C included, and by `finish_branch`) writes it."""
     h = state.history
     if not math.isfinite(loss):
         raise LrnetError(f"branch {settings.branch}: the training loss became {loss} at epoch {epoch}; stopped "
@@ -520,14 +528,16 @@ def end_epoch(state: BranchState, settings: BranchSettings, cfg: TrainConfig, ep
         if settings.weights_path is not None:
             save_torch(state.best_state, settings.weights_path)
     if settings.checkpoint_path is not None:
-        _save_checkpoint(settings.checkpoint_path, state, epoch, cfg, settings.branch)
-        _write_history(settings.output, h)
+        state.pending = _checkpoint(state, epoch, cfg, settings.branch)
+        if epoch >= settings.epochs or time.monotonic() - state.written_at >= CHECKPOINT_INTERVAL_S:
+            write_checkpoint(state, settings)
     log.info("%s epoch %d/%d: loss %.4f, train acc %.4f, val acc %.4f (best %.4f at %d), %.2f s", settings.branch,
              epoch, settings.epochs, loss, train_acc, val_acc, h.best_val_acc, h.best_epoch, seconds)
 
 
 def finish_branch(state: BranchState, settings: BranchSettings, cfg: TrainConfig) -> BranchResult:
     """Record the final status (checkpoint, history, the reference's extra weights copy); load the best weights."""
+    write_checkpoint(state, settings)
     h = state.history
     if not h.stopped:
         h.stopped = "completed"
@@ -619,6 +629,7 @@ def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: An
         _run_epochs(state, data, settings, cfg, hooks, bar, callback)
     finally:
         bar.close()
+        write_checkpoint(state, settings)  # the last finished epoch, also on Ctrl-C or an error
         hooks.workspace.clear()
         release_workspace()  # this thread's pooled GRU buffers
         if state.rng_swap is not None:
@@ -634,20 +645,33 @@ def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _save_checkpoint(path: Path, state: BranchState, epoch: int, cfg: TrainConfig, branch: str) -> None:
+def write_checkpoint(state: BranchState, settings: BranchSettings) -> None:
+    """Write the checkpoint and history kept by `end_epoch`, if any is pending."""
+    pending, state.pending = state.pending, None
+    if pending is None or settings.checkpoint_path is None:
+        return
+    save_torch(pending, settings.checkpoint_path)
+    _write_history(settings.output, History.from_dict(pending["history"]))
+    state.written_at = time.monotonic()
+
+
+def _checkpoint(state: BranchState, epoch: int, cfg: TrainConfig, branch: str) -> Dict[str, Any]:
+    """The resume state after `epoch`, as copies (training goes on changing the live tensors)."""
+    import copy
+
     model_cfg = getattr(state.model, "config", None)
-    save_torch({
+    return {
         "format": "lrnet-checkpoint-1",
         "branch": branch,
         "epoch": epoch,
         "model": _cpu_state(state.model),
-        "optimizer": state.optimizer.state_dict(),
+        "optimizer": copy.deepcopy(state.optimizer.state_dict()),
         "history": state.history.to_dict(),
         "rng": state.rng(),
         "seed": int(state.seed),
         "model_config": model_cfg.to_dict() if isinstance(model_cfg, ModelConfig) else {},
         "config": cfg.to_dict(),
-    }, path)
+    }
 
 
 def _load_checkpoint(path: Path, branch: str) -> Dict[str, Any]:
