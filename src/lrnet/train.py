@@ -624,7 +624,7 @@ def train_branch(model_or_config: Union[nn.Module, ModelConfig, None], train: An
     from tqdm.auto import tqdm
 
     bar = tqdm(total=settings.epochs, initial=min(state.start_epoch, settings.epochs), desc=f"train {branch}",
-               unit="epoch", position=position, leave=True, disable=not progress, dynamic_ncols=True)
+               unit="epoch", position=position, leave=True, disable=None if progress else True, dynamic_ncols=True)
     try:
         _run_epochs(state, data, settings, cfg, hooks, bar, callback)
     finally:
