@@ -344,20 +344,11 @@ def _detect_item(video: Path, condition: Condition, weights, work: Path, options
             target.unlink(missing_ok=True)
 
 
-def _require_degrade_video():
-    """`lrnet.compress.degrade_video`, or a one-line `LrnetError` when this install lacks it."""
-    try:
-        from .compress import degrade_video
-    except ImportError:
-        raise LrnetError("re-encoded video copies need lrnet.compress.degrade_video, which this install lacks "
-                         "(--only with no video perturbation still scores the clean videos)") from None
-    return degrade_video
-
-
 def _degraded_copy(video: Path, condition: Condition, work: Path) -> Path:
     import cv2
 
-    degrade_video = _require_degrade_video()
+    from .compress import degrade_video
+
     cap = cv2.VideoCapture(str(video))
     height, fps = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     cap.release()
@@ -380,7 +371,9 @@ def video_robustness(weights, folder, output, grid: Optional[Mapping[str, Iterab
     videos, labels = find_labelled_videos(folder)
     conditions = video_conditions(grid if grid is not None else DEFAULT_VIDEO_GRID)
     if len(conditions) > 1:
-        _require_degrade_video()
+        from .compress import load_pyav
+
+        load_pyav()  # re-encoding needs PyAV: say so before any video is scored
     value, tsource = threshold_for(weights, aggregation, tuple(weights.models), threshold)
     out = Path(output)
     _check_item_settings(out / "items" / "settings.json", {"weights": weights.source, "block_size": weights.block_size,
