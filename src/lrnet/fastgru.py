@@ -294,11 +294,12 @@ def bigru_last_hidden(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, bf16: bool
     """
     if not supports(gru):
         raise ValueError("bigru_last_hidden supports only 1-layer bidirectional batch_first GRUs with biases")
-    w_ih = torch.stack((gru.weight_ih_l0, gru.weight_ih_l0_reverse))  # (2, 3H, F)
+    def both(name: str) -> torch.Tensor:  # forward and backward direction's parameter, stacked
+        return torch.stack((getattr(gru, name), getattr(gru, f"{name}_reverse")))
+
+    w_ih = both("weight_ih_l0")  # (2, 3H, F)
     if input_scale is not None:
         w_ih = w_ih * input_scale
-    b_ih = torch.stack((gru.bias_ih_l0, gru.bias_ih_l0_reverse))
-    w_hh = torch.stack((gru.weight_hh_l0, gru.weight_hh_l0_reverse))  # (2, 3H, H)
-    b_hh = torch.stack((gru.bias_hh_l0, gru.bias_hh_l0_reverse))
+    b_ih, w_hh, b_hh = both("bias_ih_l0"), both("weight_hh_l0"), both("bias_hh_l0")  # w_hh (2, 3H, H)
     xt = x.transpose(0, 1).contiguous()  # no copy when x is a view of time-major data
     return _BiGRU.apply(xt, h0, w_ih, b_ih, w_hh, b_hh, bool(bf16))
