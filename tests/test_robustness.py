@@ -231,3 +231,16 @@ def test_video_mode_without_pyav_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "PyAV is not installed" in err
     assert not (tmp_path / "o" / "items").exists()  # nothing cached that a later run would trust
+
+
+def test_every_video_perturbation_gives_arguments_degrade_video_accepts():
+    """robustness speaks lrnet.compress's units: the checked Degradation takes every default condition."""
+    from lrnet.compress import Degradation
+    from lrnet.robustness import DEFAULT_VIDEO_GRID, degrade_arguments, video_conditions
+
+    for condition in video_conditions(DEFAULT_VIDEO_GRID)[1:]:  # [0] is the clean video
+        Degradation(**degrade_arguments(condition, 480, 25.0)).check()
+    height = next(c for c in video_conditions({"height": [360, 720]}) if c.kind == "height")
+    assert degrade_arguments(height, 480, 25.0) == {"scale": 360}  # an output height in pixels
+    taller = video_conditions({"height": [720]})[1]
+    assert degrade_arguments(taller, 480, 25.0) == {"scale": 480}  # never upscaled

@@ -305,13 +305,14 @@ def video_conditions(grid: Mapping[str, Iterable[float]]) -> List[Condition]:
 
 def degrade_arguments(condition: Condition, height: int, fps: float) -> Dict[str, Any]:
     """Keyword arguments of `lrnet.compress.degrade_video` for `condition` on a video of `height`
-    pixels and `fps` frames/s: crf (x264 CRF), scale (factor of both sides), fps (new frame rate,
-    frames/s), blur (Gaussian sigma, pixels), noise (Gaussian std, 8-bit levels)."""
+    pixels and `fps` frames/s: crf (x264 CRF), scale (new height in pixels, never above the video's;
+    the width keeps the aspect ratio), fps (new frame rate, frames/s), blur (Gaussian sigma, pixels),
+    noise (Gaussian std, 8-bit levels)."""
     kind, s = condition.kind, condition.strength
     if kind == "crf":
         return {"crf": int(s)}
     if kind == "height":
-        return {"scale": min(1.0, s / height) if height else 1.0}
+        return {"scale": int(min(s, height)) if height else int(s)}
     if kind == "fps":
         return {"fps": (fps or 25.0) * s}
     if kind == "blur":
