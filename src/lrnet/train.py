@@ -554,8 +554,13 @@ def finish_branch(state: BranchState, settings: BranchSettings, cfg: TrainConfig
                 atomic_write_bytes(out / extra, weights.read_bytes())
     model = state.model
     if state.built and getattr(model, "gru_impl", "torch") != "torch":
-        # Hand back the plain nn.GRU model (exact fp32 inference, as the saved weights load).
-        model = build_model(getattr(model, "config")).to(settings.device)
+        # Hand back the plain nn.GRU model (exact fp32 inference, as the saved weights load). Building
+        # it draws initial weights from the global generator: under the lock, and the generator
+        # restored, or it would shift a concurrent branch's dropout stream mid-forward.
+        with _RNG_LOCK:
+            saved = torch.get_rng_state()
+            model = build_model(getattr(model, "config")).to(settings.device)
+            torch.set_rng_state(saved)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     elif model is not state.model:
