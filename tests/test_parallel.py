@@ -90,14 +90,19 @@ def _start(tmp_path: Path) -> subprocess.Popen:
                             env=lrnet_env(), start_new_session=True)
 
 
+def _workers_busy(tmp_path: Path, proc: subprocess.Popen) -> list:
+    """Wait until both workers run a task; their processes."""
+    wait_for(lambda: len(list(tmp_path.glob("started-*"))) >= 2, 30, "both workers to start a task")
+    return descendants(proc.pid)
+
+
 @pytest.mark.misuse
 def test_ctrl_c_stops_the_pool_at_once(tmp_path):
     pytest.importorskip("psutil")
     proc = _start(tmp_path)
     workers = []
     try:
-        wait_for(lambda: len(list(tmp_path.glob("started-*"))) >= 2, 30, "both workers to start a task")
-        workers = descendants(proc.pid)
+        workers = _workers_busy(tmp_path, proc)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=10)
         assert proc.returncode != 0 and "KeyboardInterrupt" in err  # a plain script: Python's own report
@@ -114,8 +119,7 @@ def test_kill_9_of_the_parent_ends_the_workers_before_they_publish(tmp_path):
     proc = _start(tmp_path)
     workers = []
     try:
-        wait_for(lambda: len(list(tmp_path.glob("started-*"))) >= 2, 30, "both workers to start a task")
-        workers = descendants(proc.pid)
+        workers = _workers_busy(tmp_path, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         assert all_gone(workers, 5), "workers outlived their parent"
