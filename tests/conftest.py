@@ -26,6 +26,19 @@ def reference() -> Path:
     return REFERENCE
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_dir(tmp_path_factory):
+    """One build of the fused GRU's C++ kernel per test session, in a temporary folder that the test
+    processes started from here share (the user's kernel cache is never touched)."""
+    old = os.environ.get("LRNET_KERNEL_DIR")
+    os.environ["LRNET_KERNEL_DIR"] = str(tmp_path_factory.mktemp("kernels"))
+    yield Path(os.environ["LRNET_KERNEL_DIR"])
+    if old is None:
+        os.environ.pop("LRNET_KERNEL_DIR", None)
+    else:
+        os.environ["LRNET_KERNEL_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's real weight/dataset cache from tests."""

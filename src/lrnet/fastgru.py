@@ -123,20 +123,22 @@ def release_workspace() -> None:
 
 
 def _input_projections(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor,
-                       pre_bf16: torch.Tensor | None) -> torch.Tensor:
+                       pre_bf16: torch.Tensor | None, convert: bool = True) -> None:
     """``x W_ih^T + bias`` of all steps and both directions in one product, as a ``(2, 3H, T, N)``
     tensor: written into `gates` (fp32), or, given the bfloat16 buffer `pre_bf16` (same shape),
     into it (bf16 products with fp32 accumulation, ~2.4x faster on CPUs with AVX512-BF16/AMX),
     then converted into `gates` in one pass (same-dtype element-wise ops in the steps). Rows of the ``(6H, T*N)`` product
     are (direction, gate unit), columns (time, sample); x2d ``(T*N, F)`` (bfloat16 with
-    `pre_bf16`); bias ``(2, 3H)``."""
+    `pre_bf16`); bias ``(2, 3H)``. ``convert=False`` leaves the bfloat16 projections in `pre_bf16` (the
+    C++ recurrence reads them there)."""
     six_h, feat = w_ih.shape[0] * w_ih.shape[1], w_ih.shape[2]
     w_all, b_all = w_ih.reshape(six_h, feat), bias.reshape(six_h, 1)
     if pre_bf16 is not None:
         torch.addmm(b_all.to(torch.bfloat16), w_all.to(torch.bfloat16), x2d.t(), out=pre_bf16.view(six_h, -1))
-        return gates.copy_(pre_bf16)  # one pass: ~2x faster than converting step by step
+        if convert:
+            gates.copy_(pre_bf16)  # one pass: ~2x faster than converting step by step
+        return
     torch.addmm(b_all, w_all, x2d.t(), out=gates.view(six_h, -1))
-    return gates
 
 
 def _forward_steps(gates: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor,
@@ -201,6 +203,15 @@ def _backward_steps(grad_h: torch.Tensor, gates: torch.Tensor, ghn_all: torch.Te
     return dh, grad_w_hh, sum_dghn
 
 
+def _kernel(h0: torch.Tensor):
+    """The C++ recurrence (`lrnet.gru_kernel`) for float32 CPU tensors, else None (the Python loop)."""
+    if h0.device.type != "cpu" or h0.dtype != torch.float32:
+        return None
+    from . import gru_kernel
+
+    return gru_kernel.load()
+
+
 class _BiGRU(torch.autograd.Function):
     """Both directions of a one-layer GRU; returns ``h_n (2, N, H)``.
 
@@ -223,6 +234,7 @@ class _BiGRU(torch.autograd.Function):
         hid = w_hh.shape[2]
         x2d = xt.reshape(steps * n, feat)
         save = any(ctx.needs_input_grad)
+        ops = _kernel(h0)
         key = (steps, n, hid, feat, h0.dtype, h0.device, bool(bf16))
 
         def half():  # bfloat16 copies of the projections (then their gradients) and of x
@@ -241,9 +253,15 @@ class _BiGRU(torch.autograd.Function):
             x2d = x16.copy_(x2d)
         # b_hh of r and z joins the input bias (both are added before the sigmoid).
         bias = torch.cat((b_ih[:, : 2 * hid] + b_hh[:, : 2 * hid], b_ih[:, 2 * hid:]), dim=1)
-        _input_projections(x2d, w_ih, bias, gates, pre16)
-        ctx.bf16 = bf16
-        h = _forward_steps(gates, h0, w_hh, b_hh[:, 2 * hid:], ghn_all, h_all)
+        # The C++ loop reads bfloat16 projections where they are; the Python one gets them converted.
+        _input_projections(x2d, w_ih, bias, gates, pre16, convert=ops is None)
+        ctx.bf16, ctx.kernel = bf16, ops
+        if ops is not None:
+            h_all[0].copy_(h0.transpose(1, 2))
+            h = ops.forward_steps(gates, h0.new_empty(0) if pre16 is None else pre16, w_hh, b_hh[:, 2 * hid:],
+                                  h_all, h0.new_empty(1, 2, hid, n) if ghn_all is None else ghn_all, save)
+        else:
+            h = _forward_steps(gates, h0, w_hh, b_hh[:, 2 * hid:], ghn_all, h_all)
         if save:
             ctx.half = (pre16, x16)
             ctx.save_for_backward(x2d if bf16 else xt, w_ih, w_hh, gates, ghn_all, h_all)
@@ -254,10 +272,15 @@ class _BiGRU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h):
         xs, w_ih, w_hh, gates, ghn_all, h_all = ctx.saved_tensors
-        steps, hid, n = ghn_all.shape[0], ghn_all.shape[2], ghn_all.shape[3]
+        hid, steps, n = gates.shape[1] // 3, gates.shape[2], gates.shape[3]
         feat = w_ih.shape[2]
         (pre16, x16), ctx.half = ctx.half, None
-        dh, grad_w_hh, sum_dghn = _backward_steps(grad_h, gates, ghn_all, h_all, w_hh, pre16)
+        if ctx.kernel is not None:
+            dh, grad_w_hh, sum_dghn = ctx.kernel.backward_steps(
+                grad_h.transpose(1, 2), gates, grad_h.new_empty(0) if pre16 is None else pre16, ghn_all, h_all, w_hh)
+        else:
+            dh, grad_w_hh, sum_dghn = _backward_steps(grad_h, gates, ghn_all, h_all, w_hh, pre16)
+            sum_dghn = sum_dghn @ sum_dghn.new_ones(n)
         need = ctx.needs_input_grad
         grad_x = grad_w_ih = grad_b_ih = grad_b_hh = None
         x2d = xs.reshape(steps * n, feat)
@@ -274,7 +297,7 @@ class _BiGRU(torch.autograd.Function):
         if need[3]:
             grad_b_ih = b_ih_grad
         if need[5]:  # r, z: the same pre-activation gradients as b_ih; n: sum of r * da_n
-            grad_b_hh = torch.cat((b_ih_grad[:, : 2 * hid], sum_dghn @ sum_dghn.new_ones(n)), dim=1)
+            grad_b_hh = torch.cat((b_ih_grad[:, : 2 * hid], sum_dghn), dim=1)
         _WORKSPACE.give(ctx.key, (gates, (pre16, x16), ghn_all, h_all))
         return grad_x, dh.transpose(1, 2), grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh, None
 

@@ -57,7 +57,8 @@ from .runs import RunFolder, dataset_fps, open_run, read_meta, resume_conflicts,
 
 __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
            "train_branch", "resolve_settings", "start_branch", "train_one_epoch", "validation_accuracy",
-           "end_epoch", "write_checkpoint", "finish_branch", "train_step", "EpochData", "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
+           "end_epoch", "write_checkpoint", "finish_branch", "train_step", "gru_recurrence", "EpochData",
+           "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
@@ -768,8 +769,18 @@ def input_folders(*sets: Any) -> List[Path]:
     return sorted(folders)
 
 
+def gru_recurrence(cfg: TrainConfig, device: torch.device) -> str:
+    """How the GRU's time steps run in this training: ``"cpp"`` (the fused GRU's C++ kernel),
+    ``"python (why)"`` (its Python loop) or ``"nn.GRU"``. Builds the kernel when needed (logged)."""
+    if cfg.gru != "fused" or device.type != "cpu":
+        return "nn.GRU"
+    from . import gru_kernel
+
+    return gru_kernel.status()
+
+
 def _record_run(run: RunFolder, cfg: TrainConfig, train_set: Any, val_set: Any, branches: Sequence[str],
-                fps: Optional[float]) -> None:
+                fps: Optional[float], device: torch.device) -> None:
     """Write the run's keys into ``lrnet.json`` (others kept); a resumed run must keep its settings."""
     recorded = read_meta(run.path)
     fps, source = dataset_fps(train_set, fps)
@@ -785,6 +796,9 @@ def _record_run(run: RunFolder, cfg: TrainConfig, train_set: Any, val_set: Any, 
             raise LrnetError(f"{run.path}: --resume with settings that differ from the recorded run "
                              f"({', '.join(differ)}); use the original settings or start a new --output")
         meta["branches"] = sorted(set(recorded.get("branches", [])) | set(branches))
+    # Not a setting (a resumed run may continue on another machine): recorded, never compared.
+    meta["gru_recurrence"] = gru_recurrence(cfg, device)
+    log.info("GRU recurrence: %s", meta["gru_recurrence"])
     if run.overwrite and not run.resume:
         if "threshold" in recorded:
             log.warning("%s: keeps the threshold calibrated for the replaced weights; recalibrate with "
@@ -885,7 +899,7 @@ def _train_in(run: RunFolder, cfg: TrainConfig, train_set: Any, val_set: Any, br
     from .runs import check_not_input
 
     check_not_input(run.path, input_folders(train_set, val_set))
-    _record_run(run, cfg, train_set, val_set, branches, fps)
+    _record_run(run, cfg, train_set, val_set, branches, fps, device)
     results = _train_branches(cfg, train_set, val_set, branches, device, run.path, run.resume, progress, callback)
     histories = {b: r.history for b, r in results.items()}
     curves = plot_histories(histories, run.path / "training_curves.png")
