@@ -1,6 +1,7 @@
 """The fused GRU's C++ recurrence (lrnet.gru_kernel, gru_kernel.cpp): it builds here, it computes
-nn.GRU's outputs and gradients (float32 and bf16 projections, any batch size, saturated gates), it
-agrees with the Python loop, and building, caching and failing behave as documented."""
+nn.GRU's outputs and gradients (float32: to float rounding, any batch size, saturated gates; bf16
+mode: within bfloat16 accuracy), results do not depend on the thread count, and building, caching
+and failing behave as documented."""
 
 from __future__ import annotations
 
@@ -79,23 +80,26 @@ def test_kernel_saturated_gates_match_nn_gru(monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_CXX, reason="no C++ compiler on this machine")
-def test_kernel_agrees_with_the_python_loop_with_bf16_projections(monkeypatch):
-    """With bfloat16 input projections both loops read the same rounded projections; the kernel
-    writes the gradients' bfloat16 copy itself (round to nearest even, as torch): same results up
-    to float32 rounding, and to one bfloat16 rounding step (2^-8) in the input-weight gradients
-    (bfloat16 products), over two steps that reuse the pooled buffers."""
+def test_kernel_bf16_mode_is_close_to_fp32(monkeypatch):
+    """bf16 mode of the kernel (bfloat16 operands and results for the input projections and the
+    hidden products; states and gate maths in float32): within 1 % of nn.GRU in float32, forward and
+    gradients, no further off than the Python loop's bf16 (input projections only) by more than
+    a small factor, over two steps that reuse the pooled buffers; and not equal to fp32 (it is used)."""
     torch.manual_seed(5)
     gru = nn.GRU(136, 32, batch_first=True, bidirectional=True)
     h0p = torch.randn(2, 1, 32, requires_grad=True)
     for step in range(2):
         x = torch.randn(100, 30, 136) * 0.3
-        py_out, py_grads = _grads(gru, x, h0p, "python", monkeypatch, bf16=True)
-        release_workspace()
-        k_out, k_grads = _grads(gru, x, h0p, "cpp", monkeypatch, bf16=True)
-        assert (k_out - py_out).abs().max().item() < 2e-6, step
-        for i, (a, b) in enumerate(zip(k_grads, py_grads)):
-            assert _rel(a, b) < (8e-3 if i in (0, 4) else 1e-4), (step, i)
-        release_workspace()
+        w = torch.randn(2, 100, 32)
+        _, ref = gru(x, h0p.expand(-1, 100, -1).contiguous())
+        g_ref = torch.autograd.grad((ref * w).sum(), list(gru.parameters()) + [h0p])
+        k_out, k_grads = _grads(gru, x, h0p, "cpp", monkeypatch, bf16=True, weight=w)
+        py_out, py_grads = _grads(gru, x, h0p, "python", monkeypatch, bf16=True, weight=w)
+        k_err, py_err = (k_out - ref).abs().max().item(), (py_out - ref).abs().max().item()
+        assert 0 < k_err < 1e-2 and k_err < 4 * py_err + 1e-3, (step, k_err, py_err)
+        for i, (a, b, c) in enumerate(zip(k_grads, g_ref, py_grads)):
+            k_rel, py_rel = ((a - b).norm() / b.norm()).item(), ((c - b).norm() / b.norm()).item()
+            assert k_rel < 1e-2 and k_rel < 6 * py_rel + 1e-3, (step, i, k_rel, py_rel)
 
 
 @pytest.mark.skipif(not HAVE_CXX, reason="no C++ compiler on this machine")

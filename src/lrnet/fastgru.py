@@ -11,14 +11,19 @@ Here
   the gates it needs, in per-thread buffers reused from one training step to the next (fresh
   multi-megabyte tensors cost page faults on every step) and overwritten in place by their
   gradients in backward;
+* its time steps run, for float32 CPU tensors, in the C++ loop of `lrnet.gru_kernel` (one fused
+  pass over each step's gates, one hidden product per step; built on first use), else in the
+  Python loop below (`_forward_steps` / `_backward_steps`, about ten PyTorch ops per step and
+  direction: also the float64 path and the fallback where no compiler is found);
 * a batch-wide landmark-dropout mask can be applied to the columns of the input weights
   (``input_scale``) instead of to every frame.
 
-The time is dominated by the input-projection products (fp32 GEMM, near the CPU's peak), which
+The input-projection products (fp32 GEMM, near the CPU's peak) are the largest part, which
 ``bf16=True`` runs in bfloat16 (``lrnet train``'s default where `native_bf16` is true), into pooled
-bfloat16 buffers converted to float32 in one pass (the step maths never mixes dtypes: each mixed op
-makes a temporary copy). One LRNet training step at batch 1024 on one thread of a 2-core AMD EPYC:
-about 60-70 ms (115 ms before the buffer reuse and the mask folding; see docs/readme/speed.md).
+bfloat16 buffers (the C++ loop reads them there and writes the gradients' bfloat16 copy itself; the
+Python loop converts them in one pass, never mixing dtypes in its step maths). One LRNet g1 training
+step at batch 1024 on one thread of a 2-core AMD EPYC: about 54 ms with the C++ loop, 60-68 ms with
+the Python loop (115 ms before the buffer reuse and the mask folding).
 
 Equations are PyTorch's (``nn.GRU`` docs), gate order r, z, n::
 
@@ -79,38 +84,45 @@ def _step_view(buf: torch.Tensor, step: int) -> torch.Tensor:
     return buf.as_strided((2, k, n), (dir_stride, steps * n, 1), buf.storage_offset() + t0 * n)
 
 
+def _keep_latest(cache: dict, key, value, size: int = 2) -> None:
+    """Put `value` under `key` as the most recent entry of `cache`, dropping the oldest beyond `size`."""
+    cache.pop(key, None)
+    while len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
 class _Workspace(threading.local):
     """Per-thread reuse of the large training buffers (the activations saved for BPTT).
 
     Fresh multi-megabyte tensors cost page faults on first touch (about a fifth of a training
     step at batch 1024); reusing them removes that. The buffers leave the pool in ``forward`` and
     come back at the end of ``backward``; a graph that is never differentiated just drops them.
-    Only the latest shape is kept (a smaller last batch swaps them once per epoch), so memory
-    does not grow. Backward overwrites the saved gates with their gradients in place, so a second
+    The buffers of the two latest shapes are kept (an epoch's full batches and its shorter last one;
+    validation's likewise, in `scratch`), so memory stays bounded. Backward overwrites the saved gates with their gradients in place, so a second
     backward through the same graph (``retain_graph``) fails autograd's saved-tensor version
     check rather than read reused memory.
     """
 
     def __init__(self):
-        self.key = None
-        self.buffers = None
-        self.scratch_key = None
-        self.scratch_buffer = None
+        self.pool = {}  # key -> training buffers not in use, the two latest shapes
+        self.scratches = {}  # key -> inference buffers, the two latest shapes
 
     def take(self, key, make):
-        if self.buffers is not None and self.key == key:
-            buffers, self.buffers = self.buffers, None
-            return buffers
-        return make()
+        buffers = self.pool.pop(key, None)
+        return make() if buffers is None else buffers
 
     def give(self, key, buffers) -> None:
-        self.key, self.buffers = key, buffers
+        _keep_latest(self.pool, key, buffers)
 
     def scratch(self, key, make):
-        """A buffer for graph-free (inference) calls, kept for the next call of the same shape."""
-        if self.scratch_key != key:
-            self.scratch_key, self.scratch_buffer = key, make()
-        return self.scratch_buffer
+        """Buffers for graph-free (inference) calls, kept for later calls of the same shape. The two
+        latest shapes are kept: validation's full batches and its shorter last one would otherwise
+        swap them twice per pass (fresh multi-megabyte buffers: about half the pass's time)."""
+        buffers = self.scratches.pop(key, None)
+        buffers = make() if buffers is None else buffers
+        _keep_latest(self.scratches, key, buffers)
+        return buffers
 
 
 _WORKSPACE = _Workspace()
@@ -118,8 +130,8 @@ _WORKSPACE = _Workspace()
 
 def release_workspace() -> None:
     """Free this thread's pooled training buffers (otherwise kept for the next training step)."""
-    _WORKSPACE.key = _WORKSPACE.buffers = None
-    _WORKSPACE.scratch_key = _WORKSPACE.scratch_buffer = None
+    _WORKSPACE.pool = {}
+    _WORKSPACE.scratches = {}
 
 
 def _input_projections(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor,
@@ -237,18 +249,20 @@ class _BiGRU(torch.autograd.Function):
         ops = _kernel(h0)
         key = (steps, n, hid, feat, h0.dtype, h0.device, bool(bf16))
 
-        def half():  # bfloat16 copies of the projections (then their gradients) and of x
+        def half():  # bfloat16 copies of the projections (then their gradients), of x and of the states
             return (h0.new_empty(2, 3 * hid, steps, n, dtype=torch.bfloat16),
-                    h0.new_empty(steps * n, feat, dtype=torch.bfloat16)) if bf16 else (None, None)
+                    h0.new_empty(steps * n, feat, dtype=torch.bfloat16),
+                    h0.new_empty(steps + 1, 2, hid, n, dtype=torch.bfloat16)) if bf16 else (None, None, None)
 
         if save:
-            gates, (pre16, x16), ghn_all, h_all = _WORKSPACE.take(key, lambda: (
+            gates, (pre16, x16, h16), ghn_all, h_all = _WORKSPACE.take(key, lambda: (
                 h0.new_empty(2, 3 * hid, steps, n), half(), h0.new_empty(steps, 2, hid, n),
                 h0.new_empty(steps + 1, 2, hid, n)))
             ctx.key = key
         else:  # inference: reused gates buffers, ping-pong hidden states
-            gates, (pre16, x16) = _WORKSPACE.scratch(key, lambda: (h0.new_empty(2, 3 * hid, steps, n), half()))
+            gates, (pre16, x16, h16) = _WORKSPACE.scratch(key, lambda: (h0.new_empty(2, 3 * hid, steps, n), half()))
             ghn_all, h_all = None, h0.new_empty(2, 2, hid, n)
+            h16 = None if h16 is None else h16[:2]  # a ping-pong pair, as h_all
         if x16 is not None:
             x2d = x16.copy_(x2d)
         # b_hh of r and z joins the input bias (both are added before the sigmoid).
@@ -258,12 +272,16 @@ class _BiGRU(torch.autograd.Function):
         ctx.bf16, ctx.kernel = bf16, ops
         if ops is not None:
             h_all[0].copy_(h0.transpose(1, 2))
-            h = ops.forward_steps(gates, h0.new_empty(0) if pre16 is None else pre16, w_hh, b_hh[:, 2 * hid:],
-                                  h_all, h0.new_empty(1, 2, hid, n) if ghn_all is None else ghn_all, save)
+            none = h0.new_empty(0)
+            if h16 is not None:  # bf16: the states as the bfloat16 hidden products read them
+                h16[0].copy_(h_all[0])
+            h = ops.forward_steps(gates, none if pre16 is None else pre16, w_hh, b_hh[:, 2 * hid:], h_all,
+                                  h0.new_empty(1, 2, hid, n) if ghn_all is None else ghn_all,
+                                  none if h16 is None else h16, save)
         else:
             h = _forward_steps(gates, h0, w_hh, b_hh[:, 2 * hid:], ghn_all, h_all)
         if save:
-            ctx.half = (pre16, x16)
+            ctx.half = (pre16, x16, h16)
             ctx.save_for_backward(x2d if bf16 else xt, w_ih, w_hh, gates, ghn_all, h_all)
         # A new contiguous (2, N, H) tensor (never pooled memory), as nn.GRU returns h_n:
         # dropout masks downstream follow memory order.
@@ -274,10 +292,12 @@ class _BiGRU(torch.autograd.Function):
         xs, w_ih, w_hh, gates, ghn_all, h_all = ctx.saved_tensors
         hid, steps, n = gates.shape[1] // 3, gates.shape[2], gates.shape[3]
         feat = w_ih.shape[2]
-        (pre16, x16), ctx.half = ctx.half, None
+        (pre16, x16, h16), ctx.half = ctx.half, None
         if ctx.kernel is not None:
+            none = grad_h.new_empty(0)
             dh, grad_w_hh, sum_dghn = ctx.kernel.backward_steps(
-                grad_h.transpose(1, 2), gates, grad_h.new_empty(0) if pre16 is None else pre16, ghn_all, h_all, w_hh)
+                grad_h.transpose(1, 2), gates, none if pre16 is None else pre16, ghn_all, h_all,
+                none if h16 is None else h16, w_hh)
         else:
             dh, grad_w_hh, sum_dghn = _backward_steps(grad_h, gates, ghn_all, h_all, w_hh, pre16)
             sum_dghn = sum_dghn @ sum_dghn.new_ones(n)
@@ -298,7 +318,7 @@ class _BiGRU(torch.autograd.Function):
             grad_b_ih = b_ih_grad
         if need[5]:  # r, z: the same pre-activation gradients as b_ih; n: sum of r * da_n
             grad_b_hh = torch.cat((b_ih_grad[:, : 2 * hid], sum_dghn), dim=1)
-        _WORKSPACE.give(ctx.key, (gates, (pre16, x16), ghn_all, h_all))
+        _WORKSPACE.give(ctx.key, (gates, (pre16, x16, h16), ghn_all, h_all))
         return grad_x, dh.transpose(1, 2), grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh, None
 
 
