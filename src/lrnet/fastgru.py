@@ -21,9 +21,11 @@ Here
 The input-projection products (fp32 GEMM, near the CPU's peak) are the largest part, which
 ``bf16=True`` runs in bfloat16 (``lrnet train``'s default where `native_bf16` is true), into pooled
 bfloat16 buffers (the C++ loop reads them there and writes the gradients' bfloat16 copy itself; the
-Python loop converts them in one pass, never mixing dtypes in its step maths). One LRNet g1 training
-step at batch 1024 on one thread of a 2-core AMD EPYC: about 54 ms with the C++ loop, 60-68 ms with
-the Python loop (115 ms before the buffer reuse and the mask folding).
+Python loop converts them in one pass, never mixing dtypes in its step maths). With the C++ loop,
+``bf16=True`` also runs the hidden products on bfloat16 operands (states and gate maths stay
+float32). One LRNet g1 training step at batch 1024 on one thread of a 2-core AMD EPYC: about 49 ms
+with the C++ loop, 60-68 ms with the Python loop (115 ms before the buffer reuse and the mask
+folding; ``benchmarks/bench_gru_step.py``).
 
 Equations are PyTorch's (``nn.GRU`` docs), gate order r, z, n::
 
@@ -329,7 +331,8 @@ def bigru_last_hidden(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, bf16: bool
     x ``(N, T, F)`` (batch first; a transposed view of a time-major ``(T, N, F)`` tensor avoids a
     copy), h0 ``(2, N, H)`` (may be an expanded view); returns ``(2, N, H)`` = [forward final
     state, backward final state], as ``nn.GRU`` returns ``h_n``. ``bf16=True`` computes the input
-    projections (the bulk of the work) in bfloat16 with fp32 accumulation: not bit-equivalent to
+    projections (the bulk of the work; with the C++ loop the hidden products too) in bfloat16 with
+    fp32 accumulation: not bit-equivalent to
     nn.GRU (about 3 significant digits in those products), an opt-in speed option.
     ``input_scale`` ``(F,)``: compute ``nn.GRU(x * input_scale, h0)`` by scaling the columns of
     the input weights instead of x (a batch-wide landmark-dropout mask; equal up to float

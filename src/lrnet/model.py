@@ -107,7 +107,7 @@ class LRNet(nn.Module):
     `gru` chooses how the bidirectional GRU runs, fixed at construction: ``"torch"`` (``nn.GRU``,
     the default, bit-exact with the reference) or ``"fused"`` (`lrnet.fastgru`: same parameters
     and maths, faster on CPU, used by training; a one-layer GRU on CUDA still runs ``nn.GRU``).
-    `bf16`: with ``"fused"``, run the GRU input projections in bfloat16 (changes the numbers
+    `bf16`: with ``"fused"``, run the GRU's matrix products in bfloat16 (changes the numbers
     slightly). Neither is part of the config or the state dict.
     """
 

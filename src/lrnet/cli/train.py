@@ -73,10 +73,11 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrent", choices=("auto", "on", "off"), default=None,
                    help="train g1 and g2 at the same time (default auto: on a multi-core CPU when both are trained)")
     p.add_argument("--gru", choices=("fused", "torch"), default=None,
-                   help="GRU implementation for training on CPU (default fused: same maths, faster)")
+                   help="GRU implementation for training on CPU (default fused: same maths, faster; its time "
+                        "steps run in a C++ loop built on first use, see LRNET_GRU_KERNEL in the README)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 GRU input projections on CPU (default: on where the CPU has native bfloat16, "
-                        "AVX512-BF16/AMX; --no-bf16 for plain fp32)")
+                   help="bfloat16 GRU matrix products on CPU, fp32 accumulation and states (default: on where the "
+                        "CPU has native bfloat16, AVX512-BF16/AMX; --no-bf16 for plain fp32)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
