@@ -163,6 +163,35 @@ def test_worker_pools_stop_signal_ends_command_cleanly(tmp_path, weights_dir, si
     assert err.strip().splitlines() == [f"lrnet predict: {word}"]
 
 
+_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
+
+
+@pytest.mark.skipif(_TGKILL is None, reason="tgkill's system call number is known here for x86_64 and aarch64 only")
+def test_worker_pools_stop_signal_sent_to_another_thread_still_ends_command(tmp_path, weights_dir):
+    """The kernel may hand a process-wide signal to any thread that does not block it, and torch
+    starts a native one. Sent to that thread on purpose (tgkill), SIGHUP must still end a command
+    blocked reading a FIFO: its read wakes up now and then (before, it stayed blocked forever; seen
+    once in CI as a 30 s timeout of the test above)."""
+    import ctypes
+
+    fifo = tmp_path / "stuck.txt"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer that never writes
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "lrnet", "predict", str(fifo), "--weights", str(weights_dir)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        _wait_until_open(proc, fifo)
+        others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+        assert others, "expected a second thread in the lrnet process (torch starts one)"
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(_TGKILL, proc.pid, others[0], signal.SIGHUP) == 0, os.strerror(ctypes.get_errno())
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 129, err
+    assert err.strip().splitlines() == ["lrnet predict: hung up"]
+
+
 def test_worker_pools_stop_ignored_sighup_stays_ignored(tmp_path):
     """``nohup lrnet ...``: a SIGHUP that was ignored when lrnet started stays ignored."""
     script = textwrap.dedent("""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import select
 import stat
 import warnings
 from pathlib import Path
@@ -87,7 +88,8 @@ def _open_landmark_file(path: Path) -> Iterator[io.FileIO]:
         if stat.S_ISREG(st.st_mode) and st.st_size > MAX_FILE_BYTES:
             raise LrnetError(f"{path}: {st.st_size / 1024 ** 3:.1f} GiB is too large for a landmark file (limit "
                              f"{MAX_FILE_BYTES / 1024 ** 3:.0f} GiB, about {MAX_FRAMES} frames)")
-        os.set_blocking(fd, True)
+        if stat.S_ISREG(st.st_mode):
+            os.set_blocking(fd, True)  # FIFOs and devices stay non-blocking: see _read_waiting
         yield fh
 
 
@@ -95,9 +97,10 @@ def _chunks(path: Path, fh: io.FileIO) -> Iterator[Tuple[bytes, int, int]]:
     """Yield ``(data, first line number, byte offset)`` pieces of the file that end at a line
     break (the last one may not), about `CHUNK_BYTES` each. Raises on a NUL byte or an overlong line."""
     carry, line, offset = b"", 1, 0
+    waits = not stat.S_ISREG(os.fstat(fh.fileno()).st_mode)  # a FIFO or a device may block
     while True:
         try:
-            block = fh.read(CHUNK_BYTES)
+            block = _read_waiting(fh, CHUNK_BYTES) if waits else fh.read(CHUNK_BYTES)
         except OSError as exc:
             raise LrnetError(f"{path}: cannot read landmark file ({exc.strerror or exc})") from None
         if not block:
@@ -119,6 +122,18 @@ def _chunks(path: Path, fh: io.FileIO) -> Iterator[Tuple[bytes, int, int]]:
         carry = data[cut:]
     if carry:
         yield carry, line, offset
+
+
+def _read_waiting(fh: io.FileIO, size: int, tick_s: float = 0.2) -> bytes:
+    """Read up to `size` bytes from the non-blocking FIFO or device `fh`, waiting for data in steps of
+    `tick_s`. A blocking read() would never return to the interpreter if a stop signal (Ctrl-C,
+    SIGTERM, SIGHUP) went to another thread of the process (torch starts one): Python runs signal
+    handlers only in the main thread, between bytecodes. A FIFO without a writer reads as its end."""
+    while True:
+        block = fh.read(size)
+        if block is not None:  # data, or b"" at the end
+            return block
+        select.select([fh], [], [], tick_s)  # nothing yet (EAGAIN)
 
 
 def _parse_chunk(path: Path, data: bytes, line: int, offset: int) -> np.ndarray:
