@@ -153,7 +153,8 @@ def test_worker_pools_stop_signal_ends_command_cleanly(tmp_path, weights_dir, si
     writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer that never writes
     try:
         proc = subprocess.Popen([sys.executable, "-m", "lrnet", "predict", str(fifo), "--weights", str(weights_dir)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                                preexec_fn=_default_stop_signals)
         _wait_until_open(proc, fifo)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
@@ -163,26 +164,41 @@ def test_worker_pools_stop_signal_ends_command_cleanly(tmp_path, weights_dir, si
     assert err.strip().splitlines() == [f"lrnet predict: {word}"]
 
 
+def _default_stop_signals() -> None:
+    """In the child before exec: Ctrl-C, SIGTERM and SIGHUP at their defaults, whatever the test run
+    inherited (under ``nohup`` SIGHUP is ignored, and lrnet then rightly keeps ignoring it)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 _TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
+BYSTANDER = """
+import sys, threading, time
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # a thread that takes signals
+from lrnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 @pytest.mark.skipif(_TGKILL is None, reason="tgkill's system call number is known here for x86_64 and aarch64 only")
 def test_worker_pools_stop_signal_sent_to_another_thread_still_ends_command(tmp_path, weights_dir):
-    """The kernel may hand a process-wide signal to any thread that does not block it, and torch
-    starts a native one. Sent to that thread on purpose (tgkill), SIGHUP must still end a command
-    blocked reading a FIFO: its read wakes up now and then (before, it stayed blocked forever; seen
-    once in CI as a 30 s timeout of the test above)."""
+    """The kernel may hand a process-wide signal to any thread that does not block it (torch, for
+    one, starts a native thread), and Python runs the handler only when the main thread next
+    returns to the interpreter. Sent to another thread on purpose (tgkill), SIGHUP must still end a
+    command blocked reading a FIFO: its read wakes up every 0.2 s (a plain blocking read() would
+    stay blocked forever)."""
     import ctypes
 
     fifo = tmp_path / "stuck.txt"
     os.mkfifo(fifo)
     writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer that never writes
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "lrnet", "predict", str(fifo), "--weights", str(weights_dir)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        proc = subprocess.Popen([sys.executable, "-c", BYSTANDER, "predict", str(fifo), "--weights", str(weights_dir)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                                preexec_fn=_default_stop_signals)
         _wait_until_open(proc, fifo)
         others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
-        assert others, "expected a second thread in the lrnet process (torch starts one)"
+        assert others, "the bystander thread is missing"
         libc = ctypes.CDLL(None, use_errno=True)
         assert libc.syscall(_TGKILL, proc.pid, others[0], signal.SIGHUP) == 0, os.strerror(ctypes.get_errno())
         out, err = proc.communicate(timeout=30)
