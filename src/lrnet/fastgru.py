@@ -101,8 +101,8 @@ class _Workspace(threading.local):
     step at batch 1024); reusing them removes that. The buffers leave the pool in ``forward`` and
     come back at the end of ``backward``; a graph that is never differentiated just drops them.
     The buffers of the two latest shapes are kept (an epoch's full batches and its shorter last one;
-    validation's likewise, in `scratch`), so memory stays bounded. Backward overwrites the saved gates with their gradients in place, so a second
-    backward through the same graph (``retain_graph``) fails autograd's saved-tensor version
+    validation's likewise, in `scratch`), so memory stays bounded. Backward overwrites the saved
+    gates with their gradients in place, so a second backward through the same graph (``retain_graph``) fails autograd's saved-tensor version
     check rather than read reused memory.
     """
 

@@ -1,16 +1,16 @@
 // The recurrence of lrnet's fused bidirectional GRU (lrnet/fastgru.py) as one C++ loop per pass.
 //
-// Built on first use by lrnet/gru_kernel.py (torch.utils.cpp_extension, -O3 -march=native) and
-// registered as torch ops lrnet_gru::forward_steps / lrnet_gru::backward_steps. What it saves over
-// the Python loop: each time step's gate maths is one pass over the (2, 3H, N) slice instead of
-// about ten PyTorch element-wise ops (each a full read and write plus a dispatch), the step's
-// hidden product is one batched GEMM instead of two, and BPTT's recurrent weight gradient is one
-// product over all steps after the loop instead of one small product per step.
+// Built on first use by lrnet/gru_kernel.py (the system compiler with torch's headers, -O3
+// -march=native) and registered as torch ops lrnet_gru::forward_steps / lrnet_gru::backward_steps.
+// What it saves over the Python loop: each time step's gate maths is one pass over the (2, 3H, N)
+// slice instead of about ten PyTorch element-wise ops (each a full read and write plus a dispatch),
+// the step's hidden product is one batched GEMM instead of two, and in bf16 mode the bfloat16
+// projections and gradients are read and written in the same passes (no conversion passes).
 //
 // Layout (feature-major, as fastgru.py): gates (2, 3H, T, N), rows r, z, n per direction; the
 // forward direction reads time t = s at step s, the backward direction t = T - 1 - s. The states
-// before each step are kept by time in hp (2, H, T, N), the hidden n products (W_hn h + b_hn) in
-// ghn (2, H, T, N), so the step slices of all three buffers are the same strided views.
+// are kept by step in hs (T + 1, 2, H, N) and the hidden n products (W_hn h + b_hn) in ghn
+// (T, 2, H, N), so each step's operands of the small GEMMs are contiguous.
 // Equations: PyTorch's nn.GRU (gate order r, z, n); tanh(x) = 2 sigmoid(2x) - 1 as in fastgru.py.
 
 #include <ATen/ATen.h>
@@ -210,11 +210,6 @@ bool bf16_mode(const at::Tensor& half, const at::Tensor& gates, const at::Tensor
   TORCH_CHECK(half.sizes() == gates.sizes() && hb.sizes() == hs.sizes(),
               "the bfloat16 buffers must be shaped as the gates and the states");
   return true;
-}
-
-template <typename P>
-P* ptr(const at::Tensor& t) {
-  return t.numel() == 0 ? nullptr : t.data_ptr<P>();
 }
 
 template <typename P>

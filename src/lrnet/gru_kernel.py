@@ -2,14 +2,15 @@
 
 `fastgru` runs the GRU's time steps either in Python (about ten PyTorch ops per step and
 direction) or, when this module can provide it, in one C++ loop per pass (one fused pass over each
-step's gates, one hidden product per step, the recurrent weight gradient as one product after the
-loop): a training step about a third faster.
+step's gates, one hidden product per step): a g1 training step about a quarter faster
+(``benchmarks/bench_gru_step.py``).
 
 The kernel is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``) against
 the installed torch, ``-O3 -march=native``, in a private temporary folder, and the library is moved
-atomically into ``<lrnet cache>/kernels/`` (or ``$LRNET_KERNEL_DIR``) under a name that hashes the source, the torch version,
-the compiler and the CPU's flags (a shared cache folder never hands one CPU another's code). Later
-processes load it from there (about 10 ms). Building takes 20-40 s, once per machine and torch.
+atomically into ``<lrnet cache>/kernels/`` (or ``$LRNET_KERNEL_DIR``) under a name that hashes the
+source, the torch version, the compiler and the CPU's flags (a shared cache folder never hands one
+CPU another's code). Later processes load it from there. Building takes about 10 s, once per
+machine, torch and compiler.
 
 ``$LRNET_GRU_KERNEL`` chooses: ``auto`` (default: build or load it; if that fails, log one warning
 saying why and use the Python loop), ``cpp`` (fail with the reason instead), ``python`` (never
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -104,7 +106,7 @@ def _build(cxx: str, target: Path) -> None:
         for lib_dir in cpp_extension.library_paths():
             cmd += [f"-L{lib_dir}", f"-Wl,-rpath,{lib_dir}"]
         cmd += ["-lc10", "-ltorch_cpu"]
-        log.info("building the fused GRU kernel (once per machine; 20-40 s)")
+        log.info("building the fused GRU kernel (once per machine; about 10 s)")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-300:])
@@ -114,8 +116,6 @@ def _build(cxx: str, target: Path) -> None:
 
 def _remove_stale_builds(folder: Path, age_s: float = 3600.0) -> None:
     """Build folders left by a killed process (older than `age_s`): never read, only removed."""
-    import time
-
     for old in folder.glob(".build-*"):
         try:
             if time.time() - old.stat().st_mtime > age_s:
