@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -26,7 +26,8 @@ from .atomic import atomic_path
 from .errors import LrnetError
 from .extract import ExtractOptions, ProgressFn, VideoLandmarks, extract_video
 from .landmarks import write_landmarks
-from .scoring import DEFAULT_AGGREGATION, THRESHOLD, VideoResult, aggregate_blocks, score_blocks
+from .detector import DEFAULT_WEIGHTS, Detector, load_detector
+from .scoring import DEFAULT_AGGREGATION, VideoResult
 from .segments import block_starts, gather_blocks
 from .video import read_frames, video_info, write_video
 
@@ -83,12 +84,16 @@ class SegmentResult:
     frames: int
     blocks: int
     score: float  # NaN without a block
-    verdict: str  # "fake", "real" or "n/a"
+    verdict: str  # "fake", "real", "uncertain" or "n/a" (the detector's decision, as for the video)
+    call: str = ""  # "fake", "real" or "n/a": the verdict without "uncertain"
+    interval: Optional[Tuple[float, float]] = None  # 95% interval of `score`; None without a block
 
     def to_dict(self) -> Dict[str, object]:
         return {"index": self.index, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
                 "frames": self.frames, "blocks": self.blocks,
-                "score": None if self.score != self.score else round(float(self.score), 6), "verdict": self.verdict}
+                "score": None if self.score != self.score else round(float(self.score), 6), "verdict": self.verdict,
+                "call": self.call or self.verdict,
+                "interval": None if self.interval is None else [round(float(v), 6) for v in self.interval]}
 
 
 @dataclass
@@ -146,33 +151,30 @@ class DetectResult:
                 for i, p in enumerate(self.scoring.block_scores)]
 
 
-def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions] = None,
+def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optional[ExtractOptions] = None,
                  aggregation: str = DEFAULT_AGGREGATION, device=None, download: bool = True,
                  progress: Optional[ProgressFn] = None, fps_policy: str = "resample",
                  threshold: Optional[float] = None, uncertain: bool = True) -> DetectResult:
-    """Score one video. `weights`: a registry name, a weights folder, or a `LoadedWeights`.
+    """Score one video with `detector`: a `lrnet.detector.Detector`, or what `load_detector` takes
+    (a registry name, a weights folder, `LoadedWeights`), built with `aggregation`, `threshold`
+    (overrides the weights' own), `uncertain`, `device` and `download`.
 
     `progress(stage, fraction)`: stages "landmarks" (decode + detection + landmarks), "calibration",
     "scoring", each with a fraction in [0, 1]. `fps_policy`: "resample" (a video faster than the
-    weights' frame rate is scored at that rate) or "keep" (every frame). `threshold`: overrides the
-    weights' own (`lrnet.weights.threshold_for`); `uncertain`: report "uncertain" when the score's
-    95% interval contains the threshold.
+    weights' frame rate is scored at that rate) or "keep" (every frame).
 
     Raises `LrnetError` naming the video for a missing or unreadable file, no face, or a clip too
     short for one block.
     """
-    from .weights import LoadedWeights, resolve_weights, threshold_for
-
-    if not isinstance(weights, LoadedWeights):
-        weights = resolve_weights(str(weights), device=device or "cpu", download=download)
-    decision = _Decision(*threshold_for(weights, aggregation, tuple(weights.models), override=threshold), uncertain)
+    detector = load_detector(detector, aggregation=aggregation, threshold=threshold, uncertain=uncertain,
+                             device=device or "cpu", download=download)
     started = time.perf_counter()
-    plan = plan_frame_rate(video_info(path).fps, weights.fps, fps_policy)
+    plan = plan_frame_rate(video_info(path).fps, detector.fps, fps_policy)
     extracted = extract_video(path, replace(options or ExtractOptions(), fps=plan.target), progress=progress)
     if progress is not None:
         progress("scoring", 0.0)
     t = time.perf_counter()
-    scored = _score_segments(extracted, weights, aggregation, device, str(path), decision)
+    scored = _score_segments(extracted, detector, str(path))
     t_scoring = time.perf_counter() - t
     if progress is not None:
         progress("scoring", 1.0)
@@ -181,13 +183,12 @@ def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions
               "calibration": s.t_calibration, "scoring": t_scoring, "total": time.perf_counter() - started}
     used = plan.used or _measured_rate(extracted.times)
     result = DetectResult(str(path), scored.video.verdict, scored.video.score, scored.video.blocks,
-                          scored.video.frames, aggregation, weights.block_size, timing, scored.video, extracted,
-                          fps=plan.source, fps_used=used,
-                          fps_warning=plan.warning or (None if plan.used else _rate_warning(used, weights.fps)),
+                          scored.video.frames, detector.aggregation, detector.block_size, timing, scored.video,
+                          extracted, fps=plan.source, fps_used=used,
+                          fps_warning=plan.warning or (None if plan.used else _rate_warning(used, detector.fps)),
                           segments=scored.segments, cuts=list(extracted.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
-                          block_end_s=scored.block_end_s, weights=weights.source,
-                          domain=str(weights.card.get("domain", "")))
+                          block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain)
     result.notes = _notes(result)
     return result
 
@@ -195,15 +196,6 @@ def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions
 def _measured_rate(times: np.ndarray) -> float:
     """Mean frame rate of increasing times (s); 0 with fewer than two frames."""
     return float((len(times) - 1) / (times[-1] - times[0])) if len(times) > 1 and times[-1] > times[0] else 0.0
-
-
-@dataclass
-class _Decision:
-    """How block scores become a verdict: threshold, where it came from, whether "uncertain" is allowed."""
-
-    threshold: float = THRESHOLD
-    source: str = "default"
-    uncertain: bool = True
 
 
 @dataclass
@@ -215,18 +207,14 @@ class _Scored:
     block_end_s: np.ndarray
 
 
-def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device, name: str,
-                    decision: _Decision) -> _Scored:
+def _score_segments(landmarks: VideoLandmarks, detector: Detector, name: str) -> _Scored:
     """Blocks cut per segment, scored together; the video score over all, and one per segment."""
-    size = weights.block_size
+    size = detector.block_size
     segments = landmarks.segments
     lengths = [len(s) for s in segments]
     starts, block_segment = block_starts(lengths, size)
     sequence = landmarks.calibrated().sequence
-    blocks = gather_blocks(sequence, starts, size)
-    video = score_blocks(blocks, weights.models, len(sequence), size, aggregation, name, device,
-                         threshold=decision.threshold, uncertain=decision.uncertain,
-                         threshold_source=decision.source)
+    video = detector.score_blocks(gather_blocks(sequence, starts, size), len(sequence), name)
     if video.blocks == 0:
         if len(segments) > 1:
             raise LrnetError(f"{name}: too short: no segment has more than {size} frames (longest {max(lengths)} "
@@ -234,22 +222,23 @@ def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device
         raise LrnetError(f"{name}: {video.error}")
     frame_s = 1.0 / (_measured_rate(landmarks.times) or landmarks.stats.fps_used or 25.0)
     times = landmarks.times
-    scores = aggregate_blocks(video.block_scores, block_segment, len(segments), aggregation)
+    scores, intervals, calls, verdicts = detector.group_verdicts(video.block_scores, block_segment, len(segments))
     counts = np.bincount(block_segment, minlength=len(segments))
-    threshold = decision.threshold
     results = [SegmentResult(i, float(times[s.start]), float(times[s.stop - 1]) + frame_s, len(s), int(counts[i]),
-                             float(scores[i]), "n/a" if counts[i] == 0 else
-                             ("fake" if scores[i] >= threshold else "real"))
+                             float(scores[i]), str(verdicts[i]), str(calls[i]),
+                             None if counts[i] == 0 else (float(intervals[i, 0]), float(intervals[i, 1])))
                for i, s in enumerate(segments)]
     return _Scored(video, results, block_segment, times[starts], times[starts + size - 1] + frame_s)
 
 
 def _notes(result: DetectResult) -> List[str]:
-    """Plain-language remarks: fake segments in a video judged real, dropped frames, cuts."""
+    """Plain-language remarks the verdict line does not already make: a fake segment in a video of
+    several segments not judged fake, dropped frames, cuts."""
     notes = []
-    if result.verdict != "fake":
-        notes += [f"fake segment at {s.start_s:.1f}-{s.end_s:.1f} s (score {s.score:.2f}, {s.blocks} blocks)"
-                  for s in result.segments if s.verdict == "fake" and s.blocks >= MIN_SEGMENT_BLOCKS]
+    if result.verdict != "fake" and len(result.segments) > 1:
+        notes += [f"fake segment at {s.start_s:.1f}-{s.end_s:.1f} s (score {s.score:.2f}, {s.blocks} blocks"
+                  + (", uncertain)" if s.verdict == "uncertain" else ")")
+                  for s in result.segments if s.call == "fake" and s.blocks >= MIN_SEGMENT_BLOCKS]
     if result.cuts:
         notes.append(f"{len(result.cuts)} shot cut{'s' if len(result.cuts) > 1 else ''} at "
                      + ", ".join(f"{c:.1f}" for c in result.cuts) + " s")
