@@ -24,12 +24,13 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import LrnetError
-from .extract import ExtractOptions, ProgressFn, VideoLandmarks, extract_video
+from .extract import ProgressFn, VideoLandmarks
+from .stream import FPS_POLICIES, FramePlan, StreamPipeline, plan_frame_rate, rate_warning  # noqa: F401
+from .tracking import ExtractOptions
 from .landmarks import write_landmarks
 from .detector import DEFAULT_WEIGHTS, Detector, load_detector
 from .scoring import DEFAULT_AGGREGATION, VideoResult
-from .segments import block_starts, gather_blocks
-from .video import read_frames, video_info, write_video
+from .video import VideoReader, read_frames, write_video
 
 __all__ = ["DetectResult", "FramePlan", "SegmentResult", "detect_video", "plan_frame_rate", "save_landmarks",
            "segment_table", "write_block_plot", "write_visualization", "FPS_POLICIES"]
@@ -38,40 +39,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 RAW_COLOUR = (0, 255, 0)  # BGR: raw landmarks green
 CALIBRATED_COLOUR = (0, 0, 255)  # calibrated landmarks red
-FPS_POLICIES = ("resample", "keep")
-RESAMPLE_ABOVE = 1.02  # resample a video more than 2 % faster than the weights' frame rate
-SLOW_MARGIN = 0.8  # a rate below 0.8 x the weights' is outside the model's range (never interpolated)
-FAST_MARGIN = 1.25  # ... as is one above 1.25 x when not resampled (--fps-policy keep)
 MIN_SEGMENT_BLOCKS = 2  # a segment needs this many blocks for its verdict to be noted
-
-
-@dataclass(frozen=True)
-class FramePlan:
-    """The frame rate a video is scored at. Rates in frames/s; 0 when unknown."""
-
-    source: float  # the file's nominal rate
-    target: Optional[float]  # frames are selected by timestamp at this rate (None: every frame)
-    used: float  # the rate of the frames scored
-    warning: Optional[str]  # set when `used` is outside the weights' range
-
-
-def _rate_warning(rate: float, model_fps: Optional[float]) -> Optional[str]:
-    if model_fps is None or not rate or SLOW_MARGIN * model_fps <= rate <= FAST_MARGIN * model_fps:
-        return None
-    return (f"frame rate outside the model's range ({rate:.3g} fps scored, weights trained at "
-            f"{model_fps:.3g} fps)")
-
-
-def plan_frame_rate(source_fps: float, model_fps: Optional[float], policy: str = "resample") -> FramePlan:
-    """Choose the scoring rate: the weights' `model_fps` for a faster source (policy "resample"),
-    else the source's own. A rate outside [0.8, 1.25] x `model_fps` gets a warning."""
-    if policy not in FPS_POLICIES:
-        raise ValueError(f"unknown frame-rate policy {policy!r}; expected one of {FPS_POLICIES}")
-    resample = (policy == "resample" and model_fps is not None
-                and (not source_fps or source_fps > RESAMPLE_ABOVE * model_fps))
-    target = float(model_fps) if resample and model_fps is not None else None
-    used = target if target and source_fps else source_fps
-    return FramePlan(source_fps, target, used, _rate_warning(used, model_fps))
 
 
 @dataclass
@@ -159,38 +127,66 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
     (a registry name, a weights folder, `LoadedWeights`), built with `aggregation`, `threshold`
     (overrides the weights' own), `uncertain`, `device` and `download`.
 
-    `progress(stage, fraction)`: stages "landmarks" (decode + detection + landmarks), "calibration",
-    "scoring", each with a fraction in [0, 1]. `fps_policy`: "resample" (a video faster than the
-    weights' frame rate is scored at that rate) or "keep" (every frame).
+    The video goes through `lrnet.stream.StreamPipeline` as fast as it decodes (the pipeline of
+    ``lrnet watch``, so both give the same landmarks and block scores). `progress(stage, fraction)`:
+    stages "landmarks" (decode + landmarks + calibration + block scores, about every 25 frames),
+    then "calibration" and "scoring" at 1.0. `fps_policy`: "resample" (a video faster than the
+    weights' frame rate is scored at that rate) or "keep" (every frame); `options.fps` is ignored.
 
     Raises `LrnetError` naming the video for a missing or unreadable file, no face, or a clip too
     short for one block.
     """
     detector = load_detector(detector, aggregation=aggregation, threshold=threshold, uncertain=uncertain,
                              device=device or "cpu", download=download)
+    options = options or ExtractOptions()
+    options.check()
     started = time.perf_counter()
-    plan = plan_frame_rate(video_info(path).fps, detector.fps, fps_policy)
-    extracted = extract_video(path, replace(options or ExtractOptions(), fps=plan.target), progress=progress)
+    with VideoReader(path, options.max_frames, None, options.frame_limit) as reader:
+        info = reader.info
+        pipe = StreamPipeline(detector, options, source_fps=info.fps, fps_policy=fps_policy, collect=True,
+                              name=str(path))
+        expected = info.frames if options.max_frames is None else min(info.frames, options.max_frames)
+        for frame in reader:
+            pipe.push(frame)
+            if progress is not None and (frame.index + 1) % 25 == 0:
+                progress("landmarks", min(1.0, (frame.index + 1) / expected) if expected else 0.0)
+        decoded, t_decode = reader.decoded, reader.seconds
+    pipe.close()
+    if decoded == 0:
+        raise LrnetError(f"{path}: no frame could be decoded (unreadable or not a video file)")
     if progress is not None:
-        progress("scoring", 0.0)
-    t = time.perf_counter()
-    scored = _score_segments(extracted, detector, str(path))
-    t_scoring = time.perf_counter() - t
-    if progress is not None:
-        progress("scoring", 1.0)
-    s = extracted.stats
-    timing = {"decode": s.t_decode, "detect": s.t_detect, "landmarks": s.t_landmarks,
-              "calibration": s.t_calibration, "scoring": t_scoring, "total": time.perf_counter() - started}
-    used = plan.used or _measured_rate(extracted.times)
+        for stage in ("landmarks", "calibration", "scoring"):
+            progress(stage, 1.0)
+    landmarks = _landmarks(pipe, t_decode)
+    scored = _score_segments(pipe, landmarks, str(path))
+    s = landmarks.stats
+    timing = {"decode": t_decode, "detect": s.t_detect, "landmarks": s.t_landmarks,
+              "calibration": pipe.t_calibration, "scoring": pipe.t_scoring, "total": time.perf_counter() - started}
+    plan = pipe.plan
+    used = plan.used or _measured_rate(landmarks.times)
     result = DetectResult(str(path), scored.video.verdict, scored.video.score, scored.video.blocks,
                           scored.video.frames, detector.aggregation, detector.block_size, timing, scored.video,
-                          extracted, fps=plan.source, fps_used=used,
-                          fps_warning=plan.warning or (None if plan.used else _rate_warning(used, detector.fps)),
-                          segments=scored.segments, cuts=list(extracted.cuts), dropped_frames=s.dropped,
+                          landmarks, fps=plan.source, fps_used=used,
+                          fps_warning=plan.warning or (None if plan.used else rate_warning(used, detector.fps)),
+                          segments=scored.segments, cuts=list(landmarks.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
                           block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain)
     result.notes = _notes(result)
     return result
+
+
+def _landmarks(pipe: StreamPipeline, t_decode: float) -> VideoLandmarks:
+    """The pipeline's collected rows as `VideoLandmarks` (`LrnetError` when no face was found)."""
+    record, stats = pipe.record, pipe.stats
+    assert record is not None
+    if not record.segments:
+        raise LrnetError(f"{pipe.name}: no face found in {stats.frames} frames")
+    stats.segments = len(record.segments)
+    stats.fps_used = pipe.plan.used
+    stats.t_decode, stats.t_calibration, stats.lk_rejected = t_decode, pipe.t_calibration, pipe.lk_rejected
+    return VideoLandmarks(np.asarray(record.raw, np.int64).reshape(-1, 68, 2), record.calibration(pipe.lk_rejected),
+                          stats, np.asarray(record.times, np.float64), np.asarray(record.frame_index, np.int64),
+                          list(record.segments), list(pipe.cuts))
 
 
 def _measured_rate(times: np.ndarray) -> float:
@@ -207,20 +203,22 @@ class _Scored:
     block_end_s: np.ndarray
 
 
-def _score_segments(landmarks: VideoLandmarks, detector: Detector, name: str) -> _Scored:
-    """Blocks cut per segment, scored together; the video score over all, and one per segment."""
+def _score_segments(pipe: StreamPipeline, landmarks: VideoLandmarks, name: str) -> _Scored:
+    """The stream's blocks: the video score over all of them, and one score per segment."""
+    detector, record = pipe.detector, pipe.record
+    assert record is not None
     size = detector.block_size
     segments = landmarks.segments
-    lengths = [len(s) for s in segments]
-    starts, block_segment = block_starts(lengths, size)
-    sequence = landmarks.calibrated().sequence
-    video = detector.score_blocks(gather_blocks(sequence, starts, size), len(sequence), name)
+    video = pipe.video_result()
     if video.blocks == 0:
+        lengths = [len(s) for s in segments]
         if len(segments) > 1:
             raise LrnetError(f"{name}: too short: no segment has more than {size} frames (longest {max(lengths)} "
-                             f"of {len(sequence)} frames in {len(segments)} segments)")
+                             f"of {len(landmarks.times)} frames in {len(segments)} segments)")
         raise LrnetError(f"{name}: {video.error}")
-    frame_s = 1.0 / (_measured_rate(landmarks.times) or landmarks.stats.fps_used or 25.0)
+    block_segment = np.asarray(record.block_segment, np.int64)
+    starts = np.asarray(record.block_start_row, np.int64)
+    frame_s = 1.0 / (_measured_rate(landmarks.times) or pipe.plan.used or 25.0)
     times = landmarks.times
     scores, intervals, calls, verdicts = detector.group_verdicts(video.block_scores, block_segment, len(segments))
     counts = np.bincount(block_segment, minlength=len(segments))

@@ -370,6 +370,10 @@ class FaceTracker:
         self.reused_run = 0
         self.candidate = []
 
+    def lose_track(self) -> None:
+        """Forget the tracked face (a gap in the source): the next face found starts a new track."""
+        self._lose_track()
+
     def _lose_track(self) -> None:
         self.prev = None
         self.since_detect = self.options.detect_every
