@@ -86,6 +86,12 @@ def test_wholly_fake_video_is_one_moment_covering_it():
         assert m.start_s == 0.0 and m.end_s == pytest.approx(1.2 * n)
     (m,) = _moments(np.full(20, 0.8))  # 20 moderately fake blocks: one moment, no gaps
     assert m.blocks == 20
+    # the sample fake videos' blocks (official dfo weights), dips to 0.62 and 0.32 included: one moment each
+    ff_fake = [0.97, 0.89, 0.82, 0.96, 0.85, 0.86, 0.68, 0.95, 0.96, 0.96, 0.84, 0.94, 0.96, 0.96, 0.95, 0.62,
+               0.998, 0.93, 0.98, 0.99, 0.99, 0.95, 0.84, 0.77, 0.98]
+    dfo_fake = [0.505, 0.802, 0.324, 0.783, 0.961, 0.726, 0.996, 0.948, 0.73, 0.998, 0.737, 0.518]
+    for scores in (ff_fake, dfo_fake):
+        assert [(m.first_block, m.last_block) for m in _moments(scores)] == [(0, len(scores) - 1)]
 
 
 def test_rule_for_runs_in_real_context():

@@ -28,9 +28,10 @@ What the constants imply (derived in `run_threshold`, tested): inside real conte
 blocks of equal score ``p`` becomes a moment exactly when ``k * evidence(p) > 2 log((1 - q) / q)``
 (two switches against two stays). With ``q = 0.1`` and ``eps = 0.01``:
 
-- a lone block needs p >= 0.9978 ("very confident": the weights' real blocks on the sample videos
-  stay below 0.97, their fake blocks reach 0.99+);
-- two adjacent blocks need p >= 0.908 each, three p >= 0.82, four p >= 0.75.
+- a lone block needs p >= 0.9978 ("very confident": the official weights' blocks on the real
+  sample videos stay below 0.65 in their domain and below 0.97 out of it, their fake blocks reach 0.99+);
+- two adjacent blocks need p >= 0.908 each, three p >= 0.82, four p >= 0.75 (in general: their
+  summed evidence must exceed 2 log((1 - q) / q) = 4.39).
 
 ``q`` and ``eps`` were chosen for these rules (a two-block run of clearly fake blocks, about 2 s at
 the weights' rates, is a moment; a single block only when nearly certain), not fitted to data.
