@@ -145,6 +145,7 @@ def _measured(path):
     return measure_landmarks(extract_video(path, ExtractOptions(fps=25.0)), path)
 
 
+@pytest.mark.slow
 def test_unedited_sample_passes(reference, tmp_path):
     clip = tmp_path / "ff_real_6s.mp4"
     _ffmpeg("-i", reference / "videos" / "ff_real.mp4", "-t", 6, "-c", "copy", "-an", clip)  # no re-encoding
@@ -155,6 +156,7 @@ def test_unedited_sample_passes(reference, tmp_path):
     assert measures["face_px"] > 150 and measures["landmarked_share"] == 1.0
 
 
+@pytest.mark.slow
 def test_240p_crf45_copy_fails_the_gate(reference, tmp_path):
     """The copy is outside the range, and `apply_quality` keeps `detect_video` from a confident call on it."""
     from lrnet.detect import detect_video
