@@ -28,7 +28,9 @@ from .extract import ProgressFn, VideoLandmarks
 from .stream import FPS_POLICIES, FramePlan, StreamPipeline, plan_frame_rate, rate_warning  # noqa: F401
 from .tracking import ExtractOptions
 from .landmarks import write_landmarks
-from .detector import DEFAULT_WEIGHTS, Detector, load_detector
+from .detector import DEFAULT_WEIGHTS, load_detector
+from .moments import FakeMoment, find_moments, moment_notes
+from .quality import QualityReport, apply_quality, assess, measure_landmarks
 from .scoring import DEFAULT_AGGREGATION, VideoResult
 from .video import VideoReader, read_frames, write_video
 
@@ -39,7 +41,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 RAW_COLOUR = (0, 255, 0)  # BGR: raw landmarks green
 CALIBRATED_COLOUR = (0, 0, 255)  # calibrated landmarks red
-MIN_SEGMENT_BLOCKS = 2  # a segment needs this many blocks for its verdict to be noted
 
 
 @dataclass
@@ -90,6 +91,8 @@ class DetectResult:
     block_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     weights: str = ""  # where the weights came from (LoadedWeights.source)
     domain: str = ""  # the footage the weights are meant for (their model card)
+    moments: List[FakeMoment] = field(default_factory=list)  # runs of fake blocks (lrnet.moments)
+    quality: Optional[QualityReport] = None  # what the weights can judge (lrnet.quality)
 
     def to_dict(self, with_blocks: bool = False) -> Dict[str, object]:
         """JSON-ready: the scoring's own keys (merged in, so new ones flow through), then the video's."""
@@ -103,7 +106,8 @@ class DetectResult:
             "fps_warning": self.fps_warning, "segments": [s.to_dict() for s in self.segments],
             "cuts": [round(c, 3) for c in self.cuts], "dropped_frames": self.dropped_frames,
             "notes": list(self.notes), "timing": {k: round(v, 4) for k, v in self.timing.items()},
-            "weights": self.weights, "domain": self.domain,
+            "weights": self.weights, "domain": self.domain, "moments": [m.to_dict() for m in self.moments],
+            "quality": None if self.quality is None else self.quality.to_dict(),
         })
         if with_blocks:
             out["block_scores"] = [round(float(v), 6) for v in self.scoring.block_scores]
@@ -171,6 +175,10 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
                           segments=scored.segments, cuts=list(landmarks.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
                           block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain)
+    result.moments = find_moments(scored.video.block_scores, scored.block_start_s, scored.block_end_s,
+                                  scored.block_segment)
+    result.quality = assess(measure_landmarks(landmarks, path), detector.card)
+    result.verdict, _ = apply_quality(result.verdict, result.quality)
     result.notes = _notes(result)
     return result
 
@@ -230,13 +238,15 @@ def _score_segments(pipe: StreamPipeline, landmarks: VideoLandmarks, name: str) 
 
 
 def _notes(result: DetectResult) -> List[str]:
-    """Plain-language remarks the verdict line does not already make: a fake segment in a video of
-    several segments not judged fake, dropped frames, cuts."""
+    """Plain-language remarks the verdict line does not already make: why a call became uncertain
+    (footage outside the weights' range), fake moments (unless one moment is the whole video),
+    cuts, dropped frames."""
     notes = []
-    if result.verdict != "fake" and len(result.segments) > 1:
-        notes += [f"fake segment at {s.start_s:.1f}-{s.end_s:.1f} s (score {s.score:.2f}, {s.blocks} blocks"
-                  + (", uncertain)" if s.verdict == "uncertain" else ")")
-                  for s in result.segments if s.call == "fake" and s.blocks >= MIN_SEGMENT_BLOCKS]
+    if result.quality is not None and result.quality.reasons:
+        notes += [f"outside the weights' range: {reason}" for reason in result.quality.reasons]
+    whole = (len(result.moments) == 1 and result.moments[0].blocks == result.blocks)
+    if not whole:
+        notes += moment_notes(result.moments)
     if result.cuts:
         notes.append(f"{len(result.cuts)} shot cut{'s' if len(result.cuts) > 1 else ''} at "
                      + ", ".join(f"{c:.1f}" for c in result.cuts) + " s")
@@ -312,6 +322,9 @@ def write_block_plot(result: DetectResult, target: PathLike) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     _draw_segments(ax, result)
+    for i, m in enumerate(result.moments):
+        ax.axvspan(m.start_s, m.end_s, ymin=0.0, ymax=0.05, color="tab:red", alpha=0.8, linewidth=0,
+                   label="fake moment" if i == 0 else None)
     starts, ends = result.block_start_s, result.block_end_s
     for seg in range(len(result.segments)):
         mine = result.block_segment == seg

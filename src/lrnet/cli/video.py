@@ -194,7 +194,7 @@ def _print_row(video: str, result) -> None:
 
     total = result.timing["total"]
     decoded = result.landmarks.stats.frames
-    row = result.scoring.to_dict()
+    row = {**result.scoring.to_dict(), "verdict": result.verdict}  # the verdict after the quality gate
     verdict = verdict_text(row) + ("*" if result.fps_warning else "")
     rate = decoded / total if total else 0.0
     print(f"{video:<32} {verdict:>16} {result.score:>7.4f} {interval_text(row):>15} {result.blocks:>6} "
