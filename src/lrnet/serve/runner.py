@@ -24,10 +24,10 @@ from ..landmarks import read_landmarks, write_landmarks
 from ..model import LoadedWeights
 from ..weights import threshold_for
 from ..scoring import VideoResult, score_sequence
-from .media import transcode_h264
+from .media import probe_video, transcode_h264
 from .store import Task
 
-__all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "warm_up"]
+__all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "video_duration", "warm_up"]
 
 DEFAULT_FPS = 25.0  # time axis of a landmark file when the weights do not name a frame rate
 ProgressFn = Callable[[str, float], None]
@@ -48,6 +48,21 @@ def block_details(scoring: VideoResult, block_size: int, times: np.ndarray, fps:
              "p_fake": round(float(scoring.block_scores[i]), 6),
              **{f"p_{b}": None if v is None else round(float(v[i]), 6) for b, v in branch.items()}}
             for i in range(n)]
+
+
+def video_duration(header_s: Optional[float], times: np.ndarray, source_fps: float,
+                   decoded: int = 0) -> float:
+    """A video's length in seconds, from its clock, never from a frame count divided by the scoring rate.
+
+    `header_s`: the duration its header gives (`probe_video`; None when unknown); else `decoded`
+    frames at the file's own rate `source_fps`. Never less than the last scored frame's
+    timestamp (`times` ``(rows,)``, seconds) plus one source frame: that frame was shown that long.
+    """
+    frame_s = 1.0 / source_fps if source_fps > 0 else 0.0
+    seen = float(times[-1]) + frame_s if len(times) else 0.0
+    if header_s:
+        return max(float(header_s), seen)
+    return max(decoded * frame_s, seen)
 
 
 def _weights_facts(weights: LoadedWeights) -> Dict[str, Any]:
@@ -105,8 +120,9 @@ def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> D
     for key, value in _weights_facts(weights).items():
         out.setdefault(key, value)
     out.setdefault("fps", round(stats.fps, 4))
-    out.update(kind="video", time_fps=fps, duration_s=round(stats.frames / fps, 4),
-               width=stats.width, height=stats.height)
+    # the video's real length: with a 30 fps file scored at 25 fps, decoded frames / 25 would overstate it by 20 %
+    duration = video_duration(probe_video(Path(task.upload)).duration_s, times, float(stats.fps), stats.frames)
+    out.update(kind="video", time_fps=fps, duration_s=round(duration, 4), width=stats.width, height=stats.height)
     folder = Path(task.folder)
     write_landmarks(folder / "landmarks.txt", result.landmarks.sequence)
     calibrated = result.landmarks.points_in_frame()
