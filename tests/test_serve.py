@@ -441,6 +441,12 @@ def test_health_readiness_weights_and_docs(server):
     assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text + server.get("/docs").text)  # nothing external
     assert "/api/v1/jobs" in server.get("/openapi.json").json()["paths"]
+    docs = server.get("/docs")
+    assert docs.status_code == 200 and "default-src 'self'" in docs.headers["content-security-policy"]
+    assert f"curl -F file=@clip.mp4 {server.url}/api/v1/jobs " in docs.text  # this server's host:port, not 8000
+    assert ":8000" not in docs.text and "{{" not in docs.text
+    spoofed = server.get("/docs", headers={"Host": 'x"><script>alert(1)</script>'})
+    assert spoofed.status_code == 200 and "<script>alert" not in spoofed.text  # a forged Host never becomes markup
     recent = server.get("/api/v1/jobs").json()["jobs"]
     assert recent and "result" not in recent[0]
 
