@@ -21,7 +21,7 @@ def register(sub) -> None:
                        description="Score landmark files or folders of them; print one verdict per video, with "
                                    "the 95%% interval of its score and the threshold that decided it.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="landmark files or folders of .txt files")
-    add_weights_flag(p, "ffpp-raw")
+    add_weights_flag(p)
     add_branch_flag(p)
     p.add_argument("--block-size", type=block_size, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
