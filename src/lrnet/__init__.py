@@ -34,7 +34,8 @@ _EXPORTS = {
     "load_split": "datasets",
     "BlockSet": "datasets",
     "resolve_weights": "weights",
-    "LoadedWeights": "model",
+    "LoadedWeights": "weights",
+    "list_weights": "weights",
     "score_sequence": "scoring",
     "VideoResult": "scoring",
     "detect_video": "detect",
@@ -57,10 +58,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .extract import extract_video
     from .features import cut_blocks
     from .landmarks import read_landmarks, write_landmarks
-    from .model import LoadedWeights
     from .scoring import VideoResult, score_sequence
     from .train import train as train_model
-    from .weights import resolve_weights
+    from .weights import LoadedWeights, list_weights, resolve_weights
 
 
 def __getattr__(name: str) -> Any:

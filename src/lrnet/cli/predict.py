@@ -37,7 +37,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..landmarks import find_landmark_files, read_landmarks
-    from ..model import select_device
+    from ..device import select_device
     from ..scoring import score_sequence
     from ..weights import resolve_weights, threshold_for
 

@@ -147,7 +147,7 @@ def run_detect(args: argparse.Namespace) -> int:
     outputs = _plan_outputs(args, args.videos)  # refused before anything heavy is imported
 
     from ..detect import detect_video
-    from ..model import select_device
+    from ..device import select_device
     from ..weights import resolve_weights, threshold_for
 
     device = select_device(args.gpu)

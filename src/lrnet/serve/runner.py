@@ -21,9 +21,8 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
-from ..model import LoadedWeights
-from ..weights import threshold_for
 from ..scoring import VideoResult, score_sequence
+from ..weights import LoadedWeights, threshold_for
 from .media import transcode_h264
 from .store import Task
 
