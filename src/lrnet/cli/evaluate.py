@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
-    from ..model import select_device
+    from ..device import select_device
     from ..weights import resolve_weights
 
     if args.threads is not None:
@@ -123,6 +123,7 @@ def calibration_target(spec: str, calibrate_to):
     """``(folder, pretrained name or None)`` where ``--calibrate`` stores its threshold, or a one-line refusal."""
     from ..errors import LrnetError
     from ..weights import PRETRAINED, calibration_folder
+    from ..weights.runfile import run_file
 
     folder = calibration_folder(spec)
     if spec in PRETRAINED:
@@ -135,7 +136,7 @@ def calibration_target(spec: str, calibrate_to):
                          "in; put the weights in a folder and pass that")
     if calibrate_to and Path(calibrate_to).resolve() != folder.resolve():
         raise LrnetError(f"--calibrate-to is for registry weights; the threshold of {spec} is stored in "
-                         f"{folder / 'lrnet.json'}")
+                         f"{run_file(folder)}")
     return folder, None
 
 

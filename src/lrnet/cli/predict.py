@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..landmarks import find_landmark_files, read_landmarks
     from ..detector import load_detector
-    from ..model import select_device
+    from ..device import select_device
 
     device = select_device(args.gpu)
     files = find_landmark_files(args.paths)

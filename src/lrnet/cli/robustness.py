@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 def _robustness(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..locks import output_lock
-    from ..model import select_device
+    from ..device import select_device
     from ..robustness import format_robustness, save_robustness
     from ..weights import resolve_weights
 

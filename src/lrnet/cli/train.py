@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from ..datasets import load_split
     from ..errors import LrnetError
-    from ..model import select_device
+    from ..device import select_device
     from ..runs import open_run
     from ..train import input_folders, train
 

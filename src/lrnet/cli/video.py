@@ -148,7 +148,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     from ..detect import detect_video
     from ..detector import load_detector
-    from ..model import select_device
+    from ..device import select_device
 
     device = select_device(args.gpu)
     options = extract_options(args, args.max_frames)

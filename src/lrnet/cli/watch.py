@@ -73,7 +73,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..detector import load_detector
-    from ..model import select_device
+    from ..device import select_device
     from ..sources import Gap, open_source
     from ..stream import LiveOptions, StreamPipeline
 

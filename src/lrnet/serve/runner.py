@@ -21,9 +21,9 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
-from ..model import LoadedWeights
 from ..detector import Detector
 from ..scoring import VideoResult
+from ..weights import LoadedWeights
 from .media import probe_video, transcode_h264
 from .store import Task
 
