@@ -65,6 +65,10 @@ def register(sub) -> None:
                        help="how block scores become the rolling and final score (default: vote)")
     model.add_argument("--fps-policy", choices=("resample", "keep"), default="resample",
                        help="resample a source faster than the weights' frame rate (default) or keep every frame")
+    model.add_argument("--faces", choices=("all", "largest"), default="all",
+                       help="follow every face (a call's gallery view) or only the largest (default: all)")
+    model.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
+                       help="faces other than the largest must be at least PX pixels tall (default: 80)")
     model.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(model)
     add_gpu_flag(model)
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         detector = load_detector(args.weights, aggregation=args.aggregate, threshold=args.threshold,
                                  uncertain=args.uncertain, device=select_device(args.gpu), download=not args.offline)
         pipe = StreamPipeline(detector, live=LiveOptions(args.window, args.alert), source_fps=source.fps,
-                              fps_policy=args.fps_policy, name=args.source)
+                              fps_policy=args.fps_policy, name=args.source, faces=args.faces, min_face=args.min_face)
         show = _printer(args.json)
         if not args.json:
             print(f"watching {args.source} ({source.kind}{', real time' if args.realtime else ''})   weights: "
