@@ -183,7 +183,7 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
                           segments=scored.segments, cuts=list(landmarks.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
                           block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain,
-                          face=lane.face, faces=pipe.faces())
+                          face=lane.face, faces=_face_rows(pipe))
     result.face_landmarks = {other.face: (landmarks if other is lane else _landmarks(pipe, other, t_decode))
                              for other in pipe.all_lanes() if other.record is not None and other.record.segments}
     result.moments = find_moments(scored.video.block_scores, scored.block_start_s, scored.block_end_s,
@@ -210,6 +210,25 @@ def _landmarks(pipe: StreamPipeline, lane, t_decode: float) -> VideoLandmarks:
     return VideoLandmarks(np.asarray(record.raw, np.int64).reshape(-1, 68, 2), record.calibration(lane.lk_rejected),
                           stats, np.asarray(record.times, np.float64), np.asarray(record.frame_index, np.int64),
                           list(record.segments), list(pipe.cuts))
+
+
+def _face_rows(pipe: StreamPipeline) -> List[Dict[str, Any]]:
+    """`StreamPipeline.faces` with each face's blocks: ``blocks_detail`` (start_s, end_s, p_fake)."""
+    rows = pipe.faces()
+    lanes = {lane.face: lane for lane in pipe.all_lanes()}
+    size = pipe.detector.block_size
+    for row in rows:
+        record = lanes[row["face"]].record
+        if record is None or not record.block_start_row:
+            row["blocks_detail"] = []
+            continue
+        times = np.asarray(record.times, np.float64)
+        frame_s = 1.0 / (_measured_rate(times) or pipe.plan.used or 25.0)
+        starts = np.asarray(record.block_start_row, np.int64)
+        merged = pipe.face_result(lanes[row["face"]]).block_scores
+        row["blocks_detail"] = [{"start_s": round(float(times[a]), 3), "end_s": round(float(times[a + size - 1] + frame_s), 3),
+                                 "p_fake": round(float(p), 6)} for a, p in zip(starts, merged)]
+    return rows
 
 
 def _measured_rate(times: np.ndarray) -> float:
