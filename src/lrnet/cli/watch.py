@@ -6,9 +6,9 @@ stream on stdin). One line per block (time span, p(fake), the rolling verdict ov
 ``--window`` blocks), or JSON lines with ``--json``; cuts, lost faces, gaps and alerts as they
 happen; a summary at the end or on Ctrl-C.
 
-Exit status: 0 the source ended and the alert rule never held; 3 the alert rule held at some
-point (``--alert K/N``: K of the last N blocks fake); 2 a usage error or a source that cannot be
-opened; 130 interrupted (after the summary).
+Exit status: 0 the source ended and the alert rule never held; 1 no block could be judged (no
+face, too short); 3 the alert rule held at some point (``--alert K/N``: K of the last N blocks
+fake); 2 a usage error or a source that cannot be opened; 130 interrupted (after the summary).
 """
 
 from __future__ import annotations
@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         for event in pipe.close():
             show(event.to_dict())
-    return EXIT_ALERT if pipe.alerts else 0
+    if pipe.alerts:
+        return EXIT_ALERT
+    return 0 if any(lane.blocks for lane in pipe.all_lanes()) else 1  # 1: nothing could be judged
 
 
 def _printer(as_json: bool):
