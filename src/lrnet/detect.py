@@ -14,11 +14,10 @@ on the frames, and a plot of the per-block fake probability over time with segme
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,11 +28,11 @@ from .landmarks import write_landmarks
 from .scoring import DEFAULT_AGGREGATION, THRESHOLD, VideoResult, aggregate_blocks, score_blocks
 from .segments import block_starts, gather_blocks
 from .video import read_frames, video_info, write_video
+from .vocab import PathLike
 
 __all__ = ["DetectResult", "FramePlan", "SegmentResult", "detect_video", "plan_frame_rate", "save_landmarks",
            "segment_table", "write_block_plot", "write_visualization", "FPS_POLICIES"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 RAW_COLOUR = (0, 255, 0)  # BGR: raw landmarks green
 CALIBRATED_COLOUR = (0, 0, 255)  # calibrated landmarks red

@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -46,10 +45,9 @@ from .calibration import (BOX_SCALE, MAX_REUSED, Calibration, FaceBoxes, calibra
 from .errors import LrnetError
 from .segments import FACE, NO_FACE, REUSED, Segment, find_segments, longest
 from .video import MAX_FRAMES, Frame, VideoInfo, VideoReader, prefetch, read_frames
+from .vocab import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 MAX_JUMP = 0.5  # a face centre moving more than this x previous face size is another face
 SIZE_CHANGE = (0.7, 1.3)  # accepted ratio of face size to the previous frame's

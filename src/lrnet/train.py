@@ -54,6 +54,7 @@ from .features import BRANCHES, branch_input
 from .model import ModelConfig, build_model
 from .runs import RunFolder, dataset_fps, open_run, read_meta, resume_conflicts, save_torch, update_meta, \
     write_text, writing
+from .vocab import PathLike
 
 __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
            "train_branch", "resolve_settings", "start_branch", "train_one_epoch", "validation_accuracy",
@@ -61,7 +62,6 @@ __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchSt
            "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, "os.PathLike[str]"]
 
 # Dropout masks come from PyTorch's global CPU generator. Each branch keeps its own generator
 # state and swaps it in, under this lock, around each of its dropout modules only, so branches

@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -35,8 +34,8 @@ from .features import BRANCHES, check_block_size
 from .legacy import keras_pair_paths, load_keras_pair
 from .model import LoadedWeights, ModelConfig, build_model, check_state_dict  # noqa: F401  (re-exported)
 from .paths import cache_dir  # noqa: F401  (where weights are cached; re-exported)
+from .vocab import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 _OFFICIAL = "https://github.com/frederickszk/LRNet/raw/main"
 
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..ffpp import SPLITS
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
 from .common import (
     add_branch_flag,
     add_dataset_flags,
@@ -51,8 +52,9 @@ def register(sub) -> None:
     p.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate (default: test)")
     p.add_argument("--block-size", type=block_size, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
-    p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
-                   help="block scores -> video score (default: vote = fraction of fake blocks, as the reference)")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                   help="block scores -> video score (default: %(default)s; vote = fraction of fake blocks, as the "
+                        "reference)")
     p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=512,
                    help="blocks per forward pass (default: 512, the fastest on CPU)")
     p.add_argument("--threads", type=int_range(1, 4096), default=None,

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..ffpp import SPLITS
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
 from .common import (
     add_dataset_flags,
     add_gpu_flag,
@@ -42,8 +43,8 @@ def register(sub) -> None:
     p.add_argument("--fake", nargs="+", default=[], metavar="PATH", help="fake landmark files / videos (or folders)")
     p.add_argument("--videos", metavar="DIR", help="a folder of videos with real/ and fake/ sub-folders")
     add_weights_flag(p, "ffpp-raw")
-    p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
-                   help="block scores -> video score (default: vote)")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                   help="block scores -> video score (default: %(default)s)")
     add_operating_flags(p)
     g = p.add_argument_group("landmark perturbations (landmark inputs)")
     g.add_argument("--noise", type=positive_float, nargs="+", default=None, metavar="PX",

@@ -24,7 +24,7 @@ from ..landmarks import read_landmarks, write_landmarks
 from ..model import LoadedWeights
 from ..weights import threshold_for
 from ..scoring import VideoResult, score_sequence
-from .media import transcode_h264
+from ..video import transcode_h264
 from .store import Task
 
 __all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "warm_up"]
