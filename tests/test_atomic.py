@@ -144,3 +144,30 @@ def test_never_overwrite_input_output_inside_input_folder(tmp_path):
         ensure_not_input(videos / "landmarks", [videos], what="output folder")
     ensure_not_input(videos / "landmarks", [videos], what="output folder", reread=False)
     ensure_not_input(tmp_path / "landmarks", [videos], what="output folder")
+
+
+@pytest.mark.misuse
+def test_many_outputs_checked_at_once_and_the_advice_is_the_callers(tmp_path):
+    from lrnet.atomic import ensure_not_inputs, same_file
+
+    videos = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for v in videos:
+        v.write_bytes(b"video")
+    os.link(videos[2], tmp_path / "hard.mp4")
+    ensure_not_inputs([tmp_path / "out" / v.name for v in videos], videos + [None], reread=False)
+    with pytest.raises(LrnetError, match=r"hard.mp4: the output is the input .*v2.mp4; choose another folder"):
+        ensure_not_inputs([tmp_path / "x.mp4", tmp_path / "hard.mp4"], videos, reread=False, fix="choose another folder")
+    with pytest.raises(LrnetError, match=r"inside the input folder .*; choose another --output$"):
+        ensure_not_input(tmp_path / "sub" / "run", [tmp_path], fix="choose another --output")
+    assert same_file(tmp_path / "hard.mp4", videos[2]) and same_file(tmp_path / "new", tmp_path / "x" / ".." / "new")
+    assert not same_file(videos[0], videos[1])
+
+
+def test_writing_turns_os_errors_into_one_line(tmp_path):
+    from lrnet.atomic import writing
+
+    with pytest.raises(LrnetError, match=r"^out.txt: cannot write \(No space left on device\)$"):
+        with writing("out.txt"):
+            raise OSError(28, "No space left on device")
+    with writing("out.txt"):
+        pass

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .errors import LrnetError
 from .model import ModelConfig
-
-PathLike = Union[str, "os.PathLike[str]"]
+from .vocab import PathLike
 
 
 @dataclass

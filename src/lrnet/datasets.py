@@ -43,8 +43,8 @@ from .errors import LrnetError
 from .features import DEFAULT_BLOCK_SIZE, cut_blocks, num_blocks
 from .landmarks import FEATURE_SIZE, LANDMARK_SUFFIX, iter_landmarks
 from .paths import cache_dir
+from .vocab import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "LRNET_DATASET_CACHE"

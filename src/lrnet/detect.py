@@ -14,11 +14,10 @@ on the frames, and a plot of the per-block fake probability over time with segme
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,11 +32,11 @@ from .moments import FakeMoment, find_moments, moment_notes
 from .quality import QualityReport, apply_quality, assess, measure_landmarks
 from .scoring import DEFAULT_AGGREGATION, VideoResult
 from .video import VideoReader, read_frames, write_video
+from .vocab import PathLike
 
 __all__ = ["DetectResult", "FramePlan", "SegmentResult", "detect_video", "plan_frame_rate", "save_landmarks",
            "segment_table", "write_block_plot", "write_visualization", "FPS_POLICIES"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 RAW_COLOUR = (0, 255, 0)  # BGR: raw landmarks green
 CALIBRATED_COLOUR = (0, 0, 255)  # calibrated landmarks red

@@ -19,7 +19,6 @@ accuracy (cross-manipulation, cross-compression, cross-dataset protocols).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -27,16 +26,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import metrics as M
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, writing
 from .errors import LrnetError
 from .features import BRANCHES
 from .scoring import (AGGREGATIONS, DEFAULT_AGGREGATION, THRESHOLD, aggregate_blocks, block_fake_probabilities, decide,
                       interval_method, merge_branches, video_intervals)
+from .vocab import jsonable
 
 REPORT_FILES = {"json": "metrics.json", "csv": "videos.csv", "roc": "roc.png"}
 FPR_TARGETS = (0.01, 0.05, 0.10)
@@ -298,15 +298,6 @@ def save_report(report: EvaluationReport, out_dir, plot: bool = True) -> Dict[st
     return paths
 
 
-@contextlib.contextmanager
-def writing(path) -> Iterator[None]:
-    """Turn an OS error while writing `path` (a full disk, no permission) into a one-line `LrnetError`."""
-    try:
-        yield
-    except OSError as exc:
-        raise LrnetError(f"{path}: cannot write ({exc.strerror or exc})") from None
-
-
 def videos_csv(report: EvaluationReport) -> str:
     """``videos.csv``: one row per video (`CSV_FIELDS`), empty cells for skipped videos."""
     buf = io.StringIO()
@@ -326,7 +317,7 @@ def report_json(report: EvaluationReport, paths: Optional[Mapping[str, Optional[
     data = report.to_dict()
     if paths is not None:
         data["files"] = {k: str(v) if v else None for k, v in paths.items()}
-    return json.dumps(_jsonable(data), indent=2)
+    return json.dumps(jsonable(data), indent=2)
 
 
 def plot_roc(curve: M.RocCurve, auc: Optional[float], path, title: str = "ROC (video level)") -> Path:
@@ -345,19 +336,6 @@ def plot_roc(curve: M.RocCurve, auc: Optional[float], path, title: str = "ROC (v
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return path
-
-
-def _jsonable(obj):
-    """NaN/inf -> None, NumPy scalars -> Python, recursively (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 # ----------------------------------------------------------------------------- text output
@@ -490,7 +468,7 @@ class ProtocolTable:
         return [c for c in self.cells.values() if c.report is None]
 
     def to_dict(self) -> Dict[str, Any]:
-        return _jsonable({
+        return jsonable({
             "weights": self.weights, "split": self.split, "aggregation": self.aggregation,
             "branches": list(self.branches), "rows": self.rows, "columns": self.columns,
             "cells": [{"dataset": c.dataset, "level": c.level, "auc_video": c.auc, "accuracy_video": c.accuracy,

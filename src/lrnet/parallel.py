@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
-__all__ = ["ParentGone", "worker_pool", "map_in_processes", "parent_alive", "require_parent"]
+__all__ = ["ParentGone", "worker_pool", "map_in_processes", "parent_alive", "require_parent", "die_with_parent"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,17 +59,23 @@ def require_parent() -> None:
         raise ParentGone(f"parent process {_parent_pid} has exited")
 
 
-def _die_with_parent() -> None:
+def die_with_parent(parent: int, every: float = _WATCH_SECONDS) -> None:
+    """End this process (exit status 1) when its parent `parent` (a process id) exits.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); on every
+    platform a daemon thread also checks the parent id every `every` seconds. For pool workers
+    here and the server's workers (`lrnet.serve.workers`).
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if not parent_alive():  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
     def watch() -> None:
-        while parent_alive():
-            time.sleep(_WATCH_SECONDS)
+        while os.getppid() == parent:
+            time.sleep(every)
         os._exit(1)
 
     threading.Thread(target=watch, name="lrnet-parent-watch", daemon=True).start()
@@ -79,7 +85,7 @@ def _init_worker(parent_pid: int, initializer: Optional[Callable[..., Any]], ini
     global _parent_pid
     _parent_pid = parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone handles Ctrl-C
-    _die_with_parent()
+    die_with_parent(parent_pid)
     if initializer is not None:
         initializer(*initargs)
 

@@ -53,6 +53,7 @@ from .fastgru import native_bf16, release_workspace
 from .features import BRANCHES, branch_input
 from .model import ModelConfig, build_model
 from .runs import RunFolder, dataset_fps, open_run, resume_conflicts, save_torch, write_text, writing
+from .vocab import PathLike
 from .weights.runfile import read_meta, update_meta
 
 __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
@@ -61,7 +62,6 @@ __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchSt
            "EpochHooks", "gather_batch", "plot_histories", "run_metadata", "input_folders"]
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, "os.PathLike[str]"]
 
 # Dropout masks come from PyTorch's global CPU generator. Each branch keeps its own generator
 # state and swaps it in, under this lock, around each of its dropout modules only, so branches

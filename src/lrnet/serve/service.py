@@ -25,6 +25,9 @@ __all__ = ["ServeConfig", "Service", "default_data_dir", "is_loopback", "running
 log = logging.getLogger(__name__)
 
 
+DEFAULT_JOBS = max(1, (os.cpu_count() or 2) // 2)  # worker processes: half the CPU cores
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/lrnet/serve`` (default ``~/.local/share/lrnet/serve``)."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
@@ -47,7 +50,7 @@ class ServeConfig:
 
     data_dir: Path
     weights: str = "dfo"
-    jobs: int = 1
+    jobs: int = DEFAULT_JOBS
     queue: int = 32
     max_upload_mb: float = 500.0
     max_seconds: float = 600.0
