@@ -25,11 +25,14 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .atomic import atomic_write_bytes
 from .errors import LrnetError
 from .locks import output_lock
+
+if TYPE_CHECKING:
+    from .datasets import LabelledBlocks
 
 __all__ = ["META_NAME", "RUN_MARKERS", "RunFolder", "open_run", "writing", "save_torch", "write_text",
            "read_meta", "update_meta", "resume_conflicts", "dataset_fps", "check_not_input"]
@@ -190,7 +193,7 @@ def _fps_from_log(path: Path, videos: Sequence[str]) -> Optional[float]:
     return float(statistics.median(values)) if values else None
 
 
-def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
+def dataset_fps(train_set: LabelledBlocks, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
     """Frame rate (frames/s) of the training videos and where it came from.
 
     In order: `fps` given by the user (``"--fps"``); the median ``fps`` column of
@@ -199,14 +202,13 @@ def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[f
     """
     if fps is not None:
         return float(fps), "--fps"
-    root = getattr(train_set, "root", None)
-    if root:
-        logfile = Path(root) / "extract_log.csv"
+    if train_set.root:
+        logfile = Path(train_set.root) / "extract_log.csv"
         if logfile.is_file():
-            value = _fps_from_log(logfile, list(getattr(train_set, "videos", [])))
+            value = _fps_from_log(logfile, list(train_set.videos))
             if value is not None:
                 return value, "extract_log.csv"
-    if getattr(train_set, "synthetic", False):
+    if train_set.synthetic:
         from .synthetic import FPS
 
         return float(FPS), "synthetic"
