@@ -7,7 +7,8 @@ complete new one, never a truncated file left behind by a crash, Ctrl-C or a ful
 write fails the temporary is removed and the error names the *target* (an `OSError` whose
 ``filename`` is the target, e.g. ``out/g1.pth: No space left on device``), so that the CLI can
 report it on one line. Only SIGKILL or a power cut can leave a temporary behind:
-`remove_temporaries` deletes those (they match `TEMP_GLOBS`).
+`remove_temporaries` deletes those (they match `TEMP_GLOBS`). Matplotlib figures are written with
+`save_figure` (format from the extension, a failure as a one-line `LrnetError`).
 
 Written files get the usual permissions (``0666 & ~umask``), or keep the mode of the file they
 replace.
@@ -26,13 +27,16 @@ import resource
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Tuple
 
 from .errors import LrnetError
 from .vocab import PathLike
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["TEMP_GLOBS", "atomic_path", "atomic_open", "atomic_write_bytes", "atomic_write_text",
-           "ensure_not_input", "ensure_not_inputs", "remove_temporaries", "same_file", "writing"]
+           "ensure_not_input", "ensure_not_inputs", "remove_temporaries", "same_file", "save_figure", "writing"]
 
 TEMP_GLOBS = (".*.tmp", ".*.tmp.*")  # what atomic_path's temporaries look like
 
@@ -98,6 +102,28 @@ def atomic_write_text(target: PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `target` atomically."""
     with atomic_open(target, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def save_figure(fig: "Figure", target: PathLike) -> Path:
+    """Save the Matplotlib figure `fig` to `target` atomically, in the format its extension names
+    (``.png``, ``.pdf``, ``.svg``, ``.jpg`` ...; no extension: PNG). Returns `target`.
+
+    Raises ``LrnetError("TARGET: cannot write (reason)")`` when the write fails (full disk, no
+    permission, a file in the way) and a one-line `LrnetError` for an extension Matplotlib cannot
+    write; `target` is then left as it was.
+    """
+    target = Path(target)
+    suffix = target.suffix or ".png"
+    kinds = fig.canvas.get_supported_filetypes()
+    if suffix[1:].lower() not in kinds:
+        raise LrnetError(f"{target}: Matplotlib cannot write {suffix} files; use one of "
+                         f"{', '.join('.' + k for k in sorted(kinds))}")
+    try:
+        with atomic_path(target, suffix=suffix) as tmp:
+            fig.savefig(tmp, format=suffix[1:].lower())
+    except OSError as exc:
+        raise LrnetError(f"{target}: cannot write ({exc.strerror or str(exc) or type(exc).__name__})") from None
+    return target
 
 
 def remove_temporaries(folder: PathLike, recursive: bool = False) -> int:

@@ -93,7 +93,7 @@ def _demo_dataset(root: Path, s: DemoSettings, progress: bool) -> Path:
 
 def _demo_training(sets: Dict[str, Any], run: Path, s: DemoSettings, progress: bool) -> Any:
     from .config import preset_config
-    from .train import train
+    from .training import train
 
     cfg = replace(preset_config("reference"), epochs_g1=s.epochs, epochs_g2=s.epochs, batch_size=s.batch_size,
                   seed=s.seed)

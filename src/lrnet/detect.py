@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import save_figure
 from .errors import LrnetError
 from .extract import ProgressFn, VideoLandmarks
 from .stream import FPS_POLICIES, FramePlan, StreamPipeline, plan_frame_rate, rate_warning  # noqa: F401
@@ -388,12 +388,7 @@ def write_block_plot(result: DetectResult, target: PathLike) -> Path:
                  f"{len(result.segments)} segment{'s' if len(result.segments) != 1 else ''})", fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(target, suffix=target.suffix or ".png") as tmp:
-            fig.savefig(tmp, format=(target.suffix.lstrip(".") or "png"))
-    except OSError as exc:
-        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    return target
+    return save_figure(fig, target)
 
 
 def _draw_segments(ax, result: DetectResult) -> None:

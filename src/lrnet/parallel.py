@@ -1,12 +1,20 @@
-"""Process pools that stop: every lrnet worker pool, and the one-function-over-many-inputs helper.
+"""Process pools that stop, for lrnet's per-file and per-video jobs, and the one-function-over-many-
+inputs helper.
+
+Used by the video jobs (`lrnet.batch`: extract, compress) and, through `map_in_processes`, by
+landmark reading, ``lrnet dataset check`` and synthetic data. Not by the web server, whose
+long-lived workers are `lrnet.serve.workers`, nor by Dask, whose workers `lrnet.cluster` drives.
 
 `worker_pool` is a `concurrent.futures.ProcessPoolExecutor` whose workers
 
 * ignore SIGINT: a Ctrl-C (sent by the terminal to the whole process group) reaches the parent
-  alone, which cancels what is queued and ends its workers at once instead of waiting for them;
+  alone; when it leaves the ``with worker_pool(...)`` block, queued work is cancelled and the
+  workers are ended (SIGTERM, then SIGKILL after 2 s) instead of being waited for;
 * die with their parent whatever kills it (``kill -9`` included): on Linux the worker asks the
-  kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and on every platform a
-  watchdog thread ends the worker when its parent process id changes;
+  kernel for SIGKILL when its parent goes (``prctl(PR_SET_PDEATHSIG)``; strictly, when the
+  thread that started it ends, and workers are started by the thread that submits work), and
+  on every platform a watchdog thread checks every 0.5 s and ends the worker once its parent
+  process id has changed;
 * can check, before publishing a result (the final rename of an atomic write), that the parent is
   still there (`require_parent`), so nothing appears after the job that asked for it is gone.
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import metrics as M
-from .atomic import atomic_path, atomic_write_text, writing
+from .atomic import atomic_path, atomic_write_text, save_figure, writing
 from .errors import LrnetError
 from .scoring import aggregate_blocks, decide, video_intervals
 from .vocab import DEFAULT_AGGREGATION, VIDEO_SUFFIXES, jsonable
@@ -445,8 +445,7 @@ def save_robustness(report: RobustnessReport, out_dir, plot: bool = True) -> Dic
             atomic_write_text(out / name, text)
     paths["png"] = out / "robustness.png" if plot else None
     if plot:
-        with writing(out / "robustness.png"):
-            plot_robustness(report, out / "robustness.png")
+        plot_robustness(report, out / "robustness.png")
     return paths
 
 
@@ -483,7 +482,8 @@ CLEAN_X = {"fps": 1.0, "crf": 0.0, "height": None}  # where the clean point sits
 
 def plot_robustness(report: RobustnessReport, path) -> Path:
     """One panel per perturbation: AUC, accuracy, flip rate and uncertain rate vs strength
-    (mean and std over seeds; the clean input is the point at strength 0, or 1x for fps)."""
+    (mean and std over seeds; the clean input is the point at strength 0, or 1x for fps), saved
+    to `path` atomically, format from the extension (`lrnet.atomic.save_figure`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -519,10 +519,7 @@ def plot_robustness(report: RobustnessReport, path) -> Path:
     fig.suptitle(f"robustness: {report.weights} ({report.aggregation}, threshold {report.threshold:.3g}, "
                  f"{len(report.videos)} videos)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def format_robustness(report: RobustnessReport) -> str:

@@ -24,17 +24,19 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .atomic import atomic_write_bytes, ensure_not_input, writing
-from .atomic import ensure_not_input as check_not_input  # noqa: F401  (train.py's name; same function)
 from .errors import LrnetError
 from .locks import output_lock
 from .vocab import PathLike
 from .weights.runfile import RUN_FILE
 
+if TYPE_CHECKING:
+    from .datasets import LabelledBlocks
+
 __all__ = ["RUN_MARKERS", "RunFolder", "open_run", "writing", "save_torch", "write_text",
-           "resume_conflicts", "dataset_fps", "check_not_input"]
+           "resume_conflicts", "dataset_fps"]
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def _fps_from_log(path: Path, videos: Sequence[str]) -> Optional[float]:
     return float(statistics.median(values)) if values else None
 
 
-def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
+def dataset_fps(train_set: LabelledBlocks, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
     """Frame rate (frames/s) of the training videos and where it came from.
 
     In order: `fps` given by the user (``"--fps"``); the median ``fps`` column of
@@ -156,14 +158,13 @@ def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[f
     """
     if fps is not None:
         return float(fps), "--fps"
-    root = getattr(train_set, "root", None)
-    if root:
-        logfile = Path(root) / "extract_log.csv"
+    if train_set.root:
+        logfile = Path(train_set.root) / "extract_log.csv"
         if logfile.is_file():
-            value = _fps_from_log(logfile, list(getattr(train_set, "videos", [])))
+            value = _fps_from_log(logfile, list(train_set.videos))
             if value is not None:
                 return value, "extract_log.csv"
-    if getattr(train_set, "synthetic", False):
+    if train_set.synthetic:
         from .synthetic import FPS
 
         return float(FPS), "synthetic"

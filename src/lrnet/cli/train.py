@@ -176,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..device import select_device
     from ..runs import open_run
-    from ..train import input_folders, train
+    from ..training import input_folders, train
 
     branches = branches_of(args.branch)
     cfg = _config(args, branches)
