@@ -342,3 +342,14 @@ def test_a_full_disk_is_one_line_per_output_and_leaves_no_broken_file(reference,
     assert run.returncode == 1
     assert run.stderr.splitlines() == [f"lrnet detect: error: {tmp_path / 'lm.txt'}: cannot write (File too large)"]
     assert not list(tmp_path.glob("vis*")) and not list(tmp_path.glob("*lm.txt*"))
+
+
+@pytest.mark.misuse
+def test_detect_refuses_a_landmark_file_at_once_and_points_to_predict(tmp_path, capsys):
+    from lrnet.cli import main
+
+    landmarks = tmp_path / "clip.txt"
+    landmarks.write_text(" ".join(["0.1"] * 136) + "\n")
+    assert main(["detect", str(landmarks), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "a landmark file, not a video" in err and "lrnet predict" in err and len(err.strip().splitlines()) == 1

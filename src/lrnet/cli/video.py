@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION, WRITABLE_VIDEO_SUFFIXES
 from .common import (
@@ -76,6 +77,7 @@ def register(sub) -> None:
 
 
 OUTPUT_FLAGS = (("save_landmarks", ".txt"), ("visualize", ".mp4"), ("plot", ".png"))
+LANDMARK_SUFFIXES = (".txt", ".csv", ".npy")  # landmark files: `lrnet predict` / `lrnet calibrate` take them
 
 
 def plot_suffixes() -> List[str]:
@@ -142,6 +144,10 @@ def run_detect(args: argparse.Namespace) -> int:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LrnetError(f"{missing[0]}: no such video file{more}")
+    landmark_files = [v for v in args.videos if Path(v).suffix.lower() in LANDMARK_SUFFIXES]
+    if landmark_files:
+        raise LrnetError(f"{landmark_files[0]}: a landmark file, not a video; score landmark files with "
+                         f"`lrnet predict {landmark_files[0]}`")
     outputs = _plan_outputs(args, args.videos)  # refused before anything heavy is imported
 
     from ..detect import detect_video
@@ -163,9 +169,10 @@ def run_detect(args: argparse.Namespace) -> int:
               f"{'segs':>4} {'fps':>5} {'time s':>7} {'frames/s':>8}")
     for video in args.videos:
         try:
-            result = detect_video(video, detector, options, fps_policy=args.fps_policy, faces=args.faces,
-                                  min_face=args.min_face)
-            _write_outputs(result, outputs[video])
+            with _progress_bar(video, enabled=not args.json) as progress:
+                result = detect_video(video, detector, options, fps_policy=args.fps_policy, faces=args.faces,
+                                      min_face=args.min_face, progress=progress)
+            written = _write_outputs(result, outputs[video])
         except LrnetError as exc:
             failures += 1
             print(f"lrnet detect: error: {exc}", file=sys.stderr)
@@ -173,19 +180,48 @@ def run_detect(args: argparse.Namespace) -> int:
                 print(json.dumps({"video": video, "error": str(exc)}))
             continue
         if args.json:
-            print(json.dumps(result.to_dict(with_blocks=args.blocks)))
+            print(json.dumps({**result.to_dict(with_blocks=args.blocks), "outputs": {k: str(v) for k, v in written}}))
         else:
             _print_row(video, result)
+            for what, path in written:
+                print(f"  wrote {path} ({what})")
         sys.stdout.flush()
     return 1 if failures else 0
 
 
-def _write_outputs(result, outputs: Dict[str, Path]) -> None:
+def _write_outputs(result, outputs: Dict[str, Path]) -> List[Tuple[str, Path]]:
+    """Write the asked-for outputs; returns ``(what, path)`` of every file written."""
     from ..detect import save_landmarks, write_block_plot, write_visualization
 
     writers = {"save_landmarks": save_landmarks, "visualize": write_visualization, "plot": write_block_plot}
+    what = {"save_landmarks": "calibrated landmarks", "visualize": "video with landmarks", "plot": "block plot"}
+    written: List[Tuple[str, Path]] = []
     for option, path in outputs.items():
         writers[option](result, path)
+        written.append((what[option], path))
+        if option == "save_landmarks" and len(result.face_landmarks) > 1:
+            written += [(f"landmarks of face {face}", path.with_name(f"{path.stem}.face{face}{path.suffix}"))
+                        for face in sorted(result.face_landmarks)]
+    return written
+
+
+@contextlib.contextmanager
+def _progress_bar(video: str, enabled: bool):
+    """A progress bar on stderr while one video is detected (only on a terminal); yields the callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=Path(video).name[:30], unit="%", leave=False, disable=None if enabled else True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def progress(stage: str, fraction: float) -> None:
+        done = int(round(100 * fraction)) if stage == "landmarks" else 100
+        if done > bar.n:
+            bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _print_row(video: str, result) -> None:
