@@ -1,5 +1,7 @@
 """The server's state in one object: settings, job store and worker pool, and how a server runs.
 
+The jobs run in local worker processes (`lrnet.serve.workers.WorkerPool`) or, with a scheduler, on
+a Dask cluster (`lrnet.serve.dask_pool.DaskPool`); both have one interface.
 `Service` is created and started before the HTTP socket is bound, so a bad weights folder or a
 data folder held by another server stops ``lrnet serve`` with one line, before anything listens.
 `serve_forever` binds the socket (port 0: any free port), reports the URL through a callback and
@@ -14,9 +16,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Union
 
 from ..locks import output_lock
+from .dask_pool import DaskPool
 from .store import JobStore
 from .workers import WorkerPool
 
@@ -55,6 +58,8 @@ class ServeConfig:
     job_timeout: float = 1800.0
     token: Optional[str] = None
     download: bool = True
+    scheduler: Optional[str] = None  # run the jobs on Dask (local:N or tcp://HOST:8786) instead of local workers
+    retries: int = 2  # with a scheduler: re-runs of a job whose worker died
 
     @property
     def max_upload_bytes(self) -> int:
@@ -67,7 +72,12 @@ class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.store = JobStore(config.data_dir, config.queue, config.keep_hours)
-        self.pool = WorkerPool(self.store, config.weights, config.jobs, config.download, config.job_timeout)
+        self.pool: Union[WorkerPool, DaskPool]
+        if config.scheduler:
+            self.pool = DaskPool(self.store, config.weights, config.scheduler, config.download, config.job_timeout,
+                                 config.retries)
+        else:
+            self.pool = WorkerPool(self.store, config.weights, config.jobs, config.download, config.job_timeout)
         self.info: Dict[str, Any] = {}
 
     def start(self) -> Dict[str, int]:
