@@ -9,14 +9,13 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from lrnet.serve.store import RECORD, Job, JobStore
-from test_serve import Server, cli_json, make_faceless_video, make_landmark_file
+from test_serve import Server, cli_json, make_faceless_video, make_landmark_file, run_lrnet
 
+psutil = pytest.importorskip("psutil")
 pytest.importorskip("distributed")
-pytest.importorskip("requests")
 
 
 def test_recover_requeues_interrupted_jobs_from_their_upload(tmp_path):
@@ -40,6 +39,18 @@ def test_recover_requeues_interrupted_jobs_from_their_upload(tmp_path):
     gone = again.get(jobs["gone"].id)
     assert (gone.status, gone.error) == ("failed", "server restarted (its upload is gone)")
     assert again.next_queued().id == jobs["queued"].id  # the order of arrival is kept
+
+
+@pytest.mark.misuse
+def test_an_unreachable_scheduler_stops_serve_with_one_line(tmp_path):
+    started = time.monotonic()
+    answer = run_lrnet("serve", "--port", "0", "--data-dir", str(tmp_path / "data"), "--scheduler", "tcp://127.0.0.1:9",
+                       "--offline")
+    assert answer.returncode == 2 and time.monotonic() - started < 60
+    assert answer.stderr.strip().splitlines() == ["lrnet serve: error: tcp://127.0.0.1:9: cannot reach the Dask "
+                                                  "scheduler (Connection refused)"]
+    jobs = run_lrnet("serve", "--scheduler", "local:1", "--jobs", "2")
+    assert jobs.returncode == 2 and "--jobs sizes the local worker processes" in jobs.stderr
 
 
 @pytest.fixture(scope="module")

@@ -291,12 +291,15 @@ class DaskPool:
     def _collect(self) -> None:
         for job_id, run in list(self._running.items()):
             status = run.future.status
-            if status == "pending":
+            if status not in ("finished", "error", "cancelled"):  # pending, or lost and being computed again
                 self._progress(job_id)
                 continue
             del self._running[job_id]
             if status == "finished":
-                kind, value = run.future.result()
+                try:
+                    kind, value = run.future.result(timeout=60)
+                except Exception as exc:  # the result was lost with its worker before it reached us
+                    kind, value = "failed", f"its result could not be fetched ({type(exc).__name__}: {exc})"
             elif status == "cancelled":
                 kind, value = "stopped", ""
             else:
