@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from lrnet.scan import ScanOptions, report_header, scan, scan_jobs, weights_digest  # noqa: E402
+from lrnet.scan import ScanOptions, load_scan_detector, report_header, scan, scan_jobs, weights_digest  # noqa: E402
 
 REFERENCE = REPO.parent / "shared" / "reference" / "lrnet-official"
 RUNS = ("inline", "pool-2", "dask-local:2")
@@ -87,11 +87,12 @@ def _one_thread() -> None:
 
 
 def run(src: Path, root: Path, weights_dir: Path, name: str) -> dict:
-    from lrnet.weights import resolve_weights
+    from dataclasses import replace
 
-    weights = resolve_weights(str(weights_dir), download=False)
-    options = ScanOptions(weights=str(weights_dir), weights_sha256=weights_digest(weights))
-    header = report_header(weights, options)
+    options = ScanOptions(weights=str(weights_dir), weights_sha256="")
+    detector = load_scan_detector(options)
+    options = replace(options, weights_sha256=weights_digest(detector))
+    header = report_header(detector, options)
     jobs = scan_jobs([src])
     how = {"inline": {}, "pool-2": {"workers": 2}, "dask-local:2": {"scheduler": "local:2"}}[name]
     processes = 1 if name == "inline" else 2

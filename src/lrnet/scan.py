@@ -51,7 +51,7 @@ from .errors import LrnetError, one_line
 from .extract import ExtractOptions
 
 __all__ = ["COMPARED", "CSV_COLUMNS", "LIST_SUFFIXES", "REPORT_SUFFIXES", "Report", "ScanOptions", "ScanSummary",
-           "report_header", "scan", "scan_jobs", "weights_digest"]
+           "load_scan_detector", "report_header", "scan", "scan_jobs", "weights_digest"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ REPORT_SUFFIXES = (".jsonl", ".csv")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 CSV_PREFIX = "# lrnet report "
 # Header fields that decide a verdict: a report is only resumed when all of them agree.
-COMPARED = ("format", "lrnet_version", "weights_sha256", "block_size", "aggregation", "threshold", "uncertain",
+COMPARED = ("format", "lrnet_version", "weights_sha256", "branches", "block_size", "aggregation", "threshold", "uncertain",
             "fps_policy", "extraction")
 CSV_COLUMNS = ("video", "status", "verdict", "call", "score", "interval_low", "interval_high", "threshold",
                "blocks", "frames", "decoded_frames", "fps", "fps_used", "fps_warning", "segments", "cuts",
                "dropped_frames", "notes", "seconds", "error")
 VERDICTS = ("fake", "real", "uncertain")
-# Test hook (with `lrnet.batch.KILL_HOOK_ENV`): ``<output name>.mid.kill`` kills the worker once, after
-# the video's landmarks are extracted and before it is scored, i.e. in the middle of the video.
+# Test hook (with `lrnet.batch.KILL_HOOK_ENV`): ``<output name>.mid.kill`` kills the worker once, at the
+# first progress step of reading the video (frame 25), i.e. in the middle of the video.
 MID_KILL_SUFFIX = ".mid.kill"
 
 
@@ -98,11 +98,12 @@ class ScanOptions:
 
 
 def weights_digest(weights) -> str:
-    """SHA-256 (hex) of a `LoadedWeights`' parameters: per branch (sorted) and tensor (sorted by name),
-    the name, dtype, shape and raw bytes. The same numbers give the same digest whatever the file
-    format (.pth, Keras .h5) or folder they came from."""
+    """SHA-256 (hex) of the parameters of a `LoadedWeights` (or a `Detector`'s): per branch (sorted)
+    and tensor (sorted by name), the name, dtype, shape and raw bytes. The same numbers give the
+    same digest whatever the file format (.pth, Keras .h5) or folder they came from."""
     import torch
 
+    weights = getattr(weights, "weights", weights)  # a Detector holds its LoadedWeights
     h = hashlib.sha256()
     for branch in sorted(weights.models):
         for name, tensor in sorted(weights.models[branch].state_dict().items()):
@@ -112,19 +113,27 @@ def weights_digest(weights) -> str:
     return h.hexdigest()
 
 
-def report_header(weights, options: ScanOptions) -> Dict[str, Any]:
-    """The header record of a report made with `weights` (a `LoadedWeights`) and `options`."""
+def report_header(detector, options: ScanOptions) -> Dict[str, Any]:
+    """The header record of a report made with `detector` (a `lrnet.detector.Detector` built from
+    `options`: weights, aggregation, threshold, uncertainty) and `options`."""
     from . import __version__
-    from .weights import threshold_for
 
-    threshold, source = threshold_for(weights, options.aggregation, tuple(weights.models), options.threshold)
     extraction = asdict(options.extract)
     extraction.pop("fps", None)  # set per video from the fps policy
     return {"lrnet_report": REPORT_KIND, "format": FORMAT, "lrnet_version": __version__,
-            "weights": weights.source, "weights_sha256": options.weights_sha256, "block_size": weights.block_size,
-            "model_fps": weights.fps, "aggregation": options.aggregation, "threshold": round(float(threshold), 6),
-            "threshold_source": source, "uncertain": options.uncertain, "fps_policy": options.fps_policy,
-            "extraction": extraction, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "weights": detector.source, "weights_sha256": options.weights_sha256, "branches": list(detector.branches),
+            "block_size": detector.block_size, "model_fps": detector.fps, "aggregation": detector.aggregation,
+            "threshold": round(float(detector.threshold), 6), "threshold_source": detector.threshold_source,
+            "uncertain": detector.uncertain, "fps_policy": options.fps_policy, "extraction": extraction,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def load_scan_detector(options: ScanOptions, device: Optional[str] = None):
+    """The `lrnet.detector.Detector` that `options` describe (on `device`, default ``options.device``)."""
+    from .detector import load_detector
+
+    return load_detector(options.weights, aggregation=options.aggregation, threshold=options.threshold,
+                         uncertain=options.uncertain, device=device or options.device, download=options.download)
 
 
 def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
@@ -375,16 +384,14 @@ class Report:
 
 # ------------------------------------------------------------------------------------ the task
 
-_loaded: Dict[Tuple[str, str], Tuple[Any, str]] = {}  # per worker process: (spec, device) -> (weights, digest)
+_loaded: Dict[Tuple[Any, ...], Tuple[Any, str]] = {}  # per worker process: settings -> (detector, digest)
 
 
-def _weights_in_worker(options: ScanOptions):
-    key = (options.weights, options.device)
+def _detector_in_worker(options: ScanOptions):
+    key = (options.weights, options.device, options.aggregation, options.threshold, options.uncertain)
     if key not in _loaded:
-        from .weights import resolve_weights
-
-        weights = resolve_weights(options.weights, device=options.device, download=options.download)
-        _loaded[key] = (weights, weights_digest(weights))
+        detector = load_scan_detector(options)
+        _loaded[key] = (detector, weights_digest(detector))
     return _loaded[key]
 
 
@@ -418,7 +425,7 @@ def _scan_one(job: Job, options: ScanOptions) -> Outcome:
 
     if options.one_thread:
         _limit_threads()
-    weights, digest = _weights_in_worker(options)
+    detector, digest = _detector_in_worker(options)
     if digest != options.weights_sha256:
         message = (f"{options.weights}: the worker on {socket.gethostname()} loaded other weights (SHA-256 "
                    f"{digest[:12]}...) than the client ({options.weights_sha256[:12]}...); every worker must see "
@@ -426,13 +433,12 @@ def _scan_one(job: Job, options: ScanOptions) -> Outcome:
         return Outcome(failed_row(job.video, message), 0, message, fatal=True)
 
     def progress(stage: str, fraction: float) -> None:
-        if stage == "scoring":
+        if stage == "landmarks":  # called every 25 frames while the video is read
             _maybe_die_mid_video(job)
 
     try:
-        result = detect_video(job.video, weights, options.extract, options.aggregation, options.device,
-                              download=False, progress=progress, fps_policy=options.fps_policy,
-                              threshold=options.threshold, uncertain=options.uncertain)
+        result = detect_video(job.video, detector, replace(options.extract), progress=progress,
+                              fps_policy=options.fps_policy)
     except LrnetError as exc:
         return Outcome(failed_row(job.video, str(exc)), 0, str(exc))
     if options.save_landmarks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List
 
@@ -91,8 +92,7 @@ def run_scan(args: argparse.Namespace) -> int:
         raise LrnetError(f"{args.save_landmarks}: with a scan --save-landmarks names a folder receiving <video>.txt")
 
     from ..model import select_device
-    from ..scan import ScanOptions, report_header, scan, scan_jobs, weights_digest
-    from ..weights import resolve_weights
+    from ..scan import ScanOptions, load_scan_detector, report_header, scan, scan_jobs, weights_digest
     from .extract import extract_options
 
     jobs = scan_jobs(args.videos, args.save_landmarks)
@@ -101,14 +101,15 @@ def run_scan(args: argparse.Namespace) -> int:
     device = select_device(args.gpu)
     extract = extract_options(args, args.max_frames)
     extract.max_reused = args.max_reused
-    weights = resolve_weights(args.weights, device="cpu", download=not args.offline)
-    options = ScanOptions(weights=_weights_spec(args.weights), weights_sha256=weights_digest(weights),
-                          aggregation=args.aggregate, threshold=args.threshold, uncertain=args.uncertain,
-                          fps_policy=args.fps_policy, extract=extract, device=str(device),
-                          download=not args.offline, save_landmarks=bool(args.save_landmarks))
-    header = report_header(weights, options)
-    print(f"weights: {weights.source}   aggregation: {args.aggregate}   threshold: {header['threshold']:.4f} "
-          f"({header['threshold_source']})   {len(jobs)} videos -> {report_path}", flush=True)
+    options = ScanOptions(weights=_weights_spec(args.weights), weights_sha256="", aggregation=args.aggregate,
+                          threshold=args.threshold, uncertain=args.uncertain, fps_policy=args.fps_policy,
+                          extract=extract, device=str(device), download=not args.offline,
+                          save_landmarks=bool(args.save_landmarks))
+    detector = load_scan_detector(options, device="cpu")  # the workers load their own, on options.device
+    options = replace(options, weights_sha256=weights_digest(detector))
+    header = report_header(detector, options)
+    print(f"weights: {detector.source}   aggregation: {detector.aggregation}   threshold: {detector.threshold:.4f} "
+          f"({detector.threshold_source})   {len(jobs)} videos -> {report_path}", flush=True)
 
     def failed(message: str) -> None:
         print(f"lrnet detect: error: {message}", file=sys.stderr, flush=True)

@@ -303,10 +303,11 @@ class DaskPool:
             elif status == "cancelled":
                 kind, value = "stopped", ""
             else:
-                exc = run.future.exception()
+                error = run.future.exception()
                 kind = "failed"
                 value = (f"the Dask worker running it died {self.retries + 1} times (out of memory or killed)"
-                         if type(exc).__name__ == "KilledWorker" else f"internal error ({type(exc).__name__}: {exc})")
+                         if type(error).__name__ == "KilledWorker"
+                         else f"internal error ({type(error).__name__}: {error})")
                 job = self.store.get(job_id)
                 if job is not None:
                     value = f"{job.filename}: {value}"
