@@ -134,7 +134,8 @@ def report(r: dict, cores: int, seconds: float) -> str:
              f"{'CPU s':>7} {'frames/CPU-s':>12} {'detect s/video':>14} {'overhead s/video':>16}"]
     for key in RUNS:
         x = r[key]
-        lines.append(f"{key:<14} {x['videos']:>6} {x['frames']:>7} {x['seconds']:>7.1f} {x['videos_per_minute']:>10.1f} "
+        lines.append(f"{key:<14} {x['videos']:>6} {x['frames']:>7} {x['seconds']:>7.1f} "
+                     f"{x['videos_per_minute']:>10.1f} "
                      f"{x['frames_per_second']:>9.1f} {x['cpu_seconds']:>7.1f} {x['frames_per_cpu_second']:>12.1f} "
                      f"{x['detect_seconds_per_video']:>14.2f} {x['overhead_s_per_video']:>16.2f}")
     same = len({json.dumps(r[k]["verdicts"]) for k in RUNS}) == 1

@@ -46,7 +46,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .batch import DISK_ERRNOS, KILL_HOOK_ENV, Job, Outcome, _run_dask, _run_inline, failure_message, find_videos, run_task
+from .batch import (DISK_ERRNOS, KILL_HOOK_ENV, Job, Outcome, _run_dask, _run_inline, failure_message, find_videos,
+                    run_task)
 from .errors import LrnetError, one_line
 from .extract import ExtractOptions
 
@@ -62,8 +63,8 @@ REPORT_SUFFIXES = (".jsonl", ".csv")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 CSV_PREFIX = "# lrnet report "
 # Header fields that decide a verdict: a report is only resumed when all of them agree.
-COMPARED = ("format", "lrnet_version", "weights_sha256", "branches", "block_size", "aggregation", "threshold", "uncertain",
-            "fps_policy", "extraction")
+COMPARED = ("format", "lrnet_version", "weights_sha256", "branches", "block_size", "aggregation", "threshold",
+            "uncertain", "fps_policy", "extraction")
 CSV_COLUMNS = ("video", "status", "verdict", "call", "score", "interval_low", "interval_high", "threshold",
                "blocks", "frames", "decoded_frames", "fps", "fps_used", "fps_warning", "segments", "cuts",
                "dropped_frames", "notes", "seconds", "error")
