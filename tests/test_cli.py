@@ -180,5 +180,5 @@ def test_every_weights_flag_defaults_to_dfo():
                 for action in parser._actions if "--weights" in action.option_strings}
     assert {"predict", "detect", "serve", "evaluate", "robustness"} <= set(defaults)
     assert set(defaults.values()) == {"dfo"}, defaults
-    assert inspect.signature(detect_video).parameters["weights"].default == "dfo"
+    assert inspect.signature(detect_video).parameters["detector"].default == "dfo"
     assert ServeConfig.__dataclass_fields__["weights"].default == "dfo"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_weights_flag, port_number, positive_float, positive_int
+from .common import add_weights_flag, int_range, port_number, positive_float, positive_int
+from .jobflags import scheduler_address
 
 
 def register(sub) -> None:
@@ -26,8 +27,14 @@ def register(sub) -> None:
     add_weights_flag(model, d.weights)
     model.add_argument("--offline", action="store_true", help="never download pretrained weights")
     limits = p.add_argument_group("work and limits")
-    limits.add_argument("--jobs", type=positive_int, default=d.jobs, metavar="N",
+    limits.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                         help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
+    limits.add_argument("--scheduler", type=scheduler_address, metavar="local:N|tcp://HOST:8786",
+                        help="run the jobs on Dask instead of local worker processes: local:N starts N workers "
+                             "here; an address uses your cluster, whose workers must see --data-dir at the same "
+                             "path (needs lrnet[cluster])")
+    limits.add_argument("--retries", type=int_range(0, 100), default=2, metavar="N",
+                        help="with --scheduler: re-runs of a job whose worker died (default: 2)")
     limits.add_argument("--queue", type=positive_int, default=d.queue, metavar="N",
                         help="jobs that may wait for a worker; more are refused with 503 (default: %(default)s)")
     limits.add_argument("--max-upload-mb", type=positive_float, default=d.max_upload_mb, metavar="MB",
@@ -59,16 +66,22 @@ def run(args: argparse.Namespace) -> int:
     if not is_loopback(args.host) and not args.token:
         raise LrnetError(f"refusing to listen on {args.host} without --token: anyone who can reach it could use "
                          "this server (listen on 127.0.0.1, or set --token / $LRNET_SERVE_TOKEN)")
+    if args.scheduler and args.jobs is not None:
+        raise LrnetError("--jobs sizes the local worker processes; with --scheduler use local:N or size your Dask "
+                         "cluster")
+    jobs = args.jobs or max(1, (os.cpu_count() or 2) // 2)
     config = ServeConfig(data_dir=Path(args.data_dir).expanduser() if args.data_dir else default_data_dir(),
-                         weights=args.weights, jobs=args.jobs, queue=args.queue, max_upload_mb=args.max_upload_mb,
+                         weights=args.weights, jobs=jobs, queue=args.queue, max_upload_mb=args.max_upload_mb,
                          max_seconds=args.max_seconds, keep_hours=args.keep_hours, job_timeout=args.job_timeout,
-                         token=args.token or None, download=not args.offline)
+                         token=args.token or None, download=not args.offline, scheduler=args.scheduler,
+                         retries=args.retries)
     with running_service(config) as service:
         weights = service.info["weights"][0]
+        workers = f"Dask {config.scheduler}" if config.scheduler else f"{config.jobs} worker(s)"
 
         def announce(url: str) -> None:
             print(f"lrnet serve: listening on {url} (API {url}api/v1, docs {url}docs; weights {weights['source']}, "
-                  f"{config.jobs} worker(s), data {config.data_dir}{', token required' if config.token else ''})",
+                  f"{workers}, data {config.data_dir}{', token required' if config.token else ''})",
                   flush=True)
 
         serve_forever(service, args.host, args.port, announce)

@@ -21,6 +21,7 @@ from .common import (
     verdict_text,
 )
 from .extract import add_extract_flags, extract_options
+from .scan import add_scan_flags, is_scan, run_scan
 
 
 def register(sub) -> None:
@@ -60,6 +61,7 @@ def register(sub) -> None:
     add_operating_flags(d)
     add_extract_flags(d)
     add_gpu_flag(d)
+    add_scan_flags(d)
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("calibrate", help="calibrate landmarks from another detector (OpenFace CSV) against a video",
@@ -138,6 +140,8 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    if is_scan(args):
+        return run_scan(args)
     from ..errors import LrnetError
 
     missing = [v for v in args.videos if not Path(v).is_file()]

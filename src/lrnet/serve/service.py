@@ -6,6 +6,9 @@ one has loaded the weights. All of this happens before the HTTP socket is bound,
 held by another server, weights that cannot be loaded, or workers that do not load them within
 300 s stop ``lrnet serve`` with one line before anything listens. Binding the socket and running
 uvicorn is `lrnet.serve.app.serve_forever`.
+
+The jobs run in local worker processes (`lrnet.serve.workers.WorkerPool`) or, with a scheduler, on
+a Dask cluster (`lrnet.serve.dask_pool.DaskPool`); both have one interface.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Union
 
 from ..locks import output_lock
+from .dask_pool import DaskPool
 from .store import JobStore
 from .workers import WorkerPool
 
@@ -60,6 +64,8 @@ class ServeConfig:
     job_timeout: float = 1800.0
     token: Optional[str] = None
     download: bool = True
+    scheduler: Optional[str] = None  # run the jobs on Dask (local:N or tcp://HOST:8786) instead of local workers
+    retries: int = 2  # with a scheduler: re-runs of a job whose worker died
 
     @property
     def max_upload_bytes(self) -> int:
@@ -75,7 +81,12 @@ class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.store = JobStore(config.data_dir, config.queue, config.keep_hours)
-        self.pool = WorkerPool(self.store, config.weights, config.jobs, config.download, config.job_timeout)
+        self.pool: Union[WorkerPool, DaskPool]
+        if config.scheduler:
+            self.pool = DaskPool(self.store, config.weights, config.scheduler, config.download, config.job_timeout,
+                                 config.retries)
+        else:
+            self.pool = WorkerPool(self.store, config.weights, config.jobs, config.download, config.job_timeout)
         self.info: Dict[str, Any] = {}
 
     def start(self) -> Dict[str, int]:

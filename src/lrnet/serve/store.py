@@ -6,9 +6,10 @@ also holds ``upload.<ext>`` (the file as received), and once done ``landmarks.js
 ``landmarks.txt`` and, for a video browsers cannot play, ``video.mp4``.
 
 On start (`JobStore.recover`) finished jobs are kept; jobs that were queued or running when the
-previous server stopped are marked failed with the reason "server restarted" (not re-queued:
-their client may be gone) and their files removed. Finished jobs older than ``keep_hours`` and
-folders without a readable record are deleted.
+previous server stopped are queued again (oldest first, as before), whichever backend ran them:
+whatever a running job had written but its upload is removed, and the job restarts from its upload.
+Its client can still follow it by id; one whose upload is gone fails with the reason "server
+restarted". Finished jobs older than ``keep_hours`` and folders without a readable record are deleted.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class JobStore:
 
     def recover(self) -> Dict[str, int]:
         """Load the records left by a previous server (see the module docstring); returns counts."""
-        counts = {"kept": 0, "interrupted": 0, "dropped": 0}
+        counts = {"kept": 0, "requeued": 0, "interrupted": 0, "dropped": 0}
         for folder in sorted(self.root.iterdir()):
             job = self._read(folder)
             if job is None:
@@ -214,13 +215,25 @@ class JobStore:
                 counts["dropped"] += 1
                 continue
             self._jobs[job.id] = job
-            if job.status not in FINAL:
-                self.finish(job.id, "failed", error=RESTARTED)
-                counts["interrupted"] += 1
-            else:
+            if job.status in FINAL:
                 counts["kept"] += 1
+            elif (folder / job.upload).is_file():
+                self._requeue(job)
+                counts["requeued"] += 1
+            else:
+                self.finish(job.id, "failed", error=f"{RESTARTED} (its upload is gone)")
+                counts["interrupted"] += 1
         counts["dropped"] += self.expire()
         return counts
+
+    def _requeue(self, job: Job) -> None:
+        """Queue an interrupted job again: its record reset, its files but the record and upload removed."""
+        was = job.status
+        for path in self.folder(job.id).iterdir():
+            if path.name not in (RECORD, job.upload):
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        self.update(job.id, status="queued", stage="queued", fraction=0.0, started=None, error=None, result=None)
+        log.info("job %s (%s) was %s when the server stopped: queued again", job.id, job.filename, was)
 
     def _read(self, folder: Path) -> Optional[Job]:
         if not (folder.is_dir() and valid_id(folder.name)):
