@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_weights_flag, port_number, positive_float, positive_int
+from .common import add_weights_flag, nonneg_int, port_number, positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -20,6 +20,9 @@ def register(sub) -> None:
                    help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
     p.add_argument("--queue", type=positive_int, default=32, metavar="N",
                    help="jobs that may wait for a worker; more are refused with 503 (default: 32)")
+    p.add_argument("--max-live", type=nonneg_int, default=2, metavar="N",
+                   help="live sessions (the page's Live tab, POST /api/v1/live) at once, each with its own worker "
+                        "process; more are refused with 503; 0 turns live mode off (default: 2)")
     p.add_argument("--max-upload-mb", type=positive_float, default=500.0, metavar="MB",
                    help="largest upload accepted (default: 500)")
     p.add_argument("--max-seconds", type=positive_float, default=600.0, metavar="S",
@@ -55,13 +58,14 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(data_dir=Path(args.data_dir).expanduser() if args.data_dir else default_data_dir(),
                          weights=args.weights, jobs=args.jobs, queue=args.queue, max_upload_mb=args.max_upload_mb,
                          max_seconds=args.max_seconds, keep_hours=args.keep_hours, job_timeout=args.job_timeout,
-                         token=args.token or None, download=not args.offline)
+                         token=args.token or None, download=not args.offline,
+                         max_live=args.max_live)
     with running_service(config) as service:
         weights = service.info["weights"][0]
 
         def announce(url: str) -> None:
             print(f"lrnet serve: listening on {url} (API {url}api/v1, docs {url}docs; weights {weights['source']}, "
-                  f"{config.jobs} worker(s), data {config.data_dir}{', token required' if config.token else ''})",
+                  f"{config.jobs} worker(s), {config.max_live} live session(s) at most, data {config.data_dir}{', token required' if config.token else ''})",
                   flush=True)
 
         serve_forever(service, args.host, args.port, announce)

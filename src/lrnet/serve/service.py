@@ -55,6 +55,7 @@ class ServeConfig:
     job_timeout: float = 1800.0
     token: Optional[str] = None
     download: bool = True
+    max_live: int = 2  # live (WebRTC) sessions at once, each with its own worker process
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,0 +1,260 @@
+"""Live mode of `lrnet serve` (``POST /api/v1/live``) with real parts: `lrnet serve` under uvicorn on
+127.0.0.1 (a subprocess), an aiortc client that plays a video file (aiortc's MediaPlayer) as its
+camera over WebRTC, the streaming pipeline in a worker process, events back on the data channel.
+
+Checked: block events arrive over the data channel; ``{"type": "stop"}`` flushes a summary; a client
+that vanishes, or DELETE, ends the session; every way a session ends leaves no worker process and
+a free slot; one session past ``--max-live`` is refused with 503 and Retry-After; bad offers are
+refused with one line; the token guards the route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+requests = pytest.importorskip("requests")
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("aiortc")
+from test_serve import Server, make_faceless_video
+
+TOKEN = "live-token"
+EVENT_TIMEOUT = 90.0  # seconds; the worker imports torch and loads dlib and the weights on a busy 2-core box
+GONE_TIMEOUT = 20.0  # seconds for a session's worker process to be gone after its end
+
+
+# ------------------------------------------------------------------------------ helpers
+
+class LiveClient:
+    """An aiortc peer that sends a video file as its camera and collects the server's events."""
+
+    def __init__(self, server: Server, video: Path, token: Optional[str] = TOKEN, **options: Any):
+        self.server, self.video, self.token, self.options = server, video, token, options
+        self.events: List[Dict[str, Any]] = []
+        self.pc: Any = None
+        self.channel: Any = None
+        self.player: Any = None
+        self.answer: Dict[str, Any] = {}
+        self._changed: Optional[asyncio.Event] = None
+
+    async def start(self) -> requests.Response:
+        """Offer, post, apply the answer; returns the HTTP response (201 when accepted)."""
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        from aiortc.contrib.media import MediaPlayer
+
+        self._changed = asyncio.Event()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.player = MediaPlayer(str(self.video))
+        self.pc.addTrack(self.player.video)
+        self.channel = self.pc.createDataChannel("lrnet")
+        self.channel.on("message", self._on_message)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", **self.options}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        response = await asyncio.to_thread(requests.post, self.server.url + "/api/v1/live", json=body,
+                                           headers=headers, timeout=60)
+        if response.status_code == 201:
+            self.answer = response.json()
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=self.answer["sdp"], type="answer"))
+        else:
+            await self.close()
+        return response
+
+    def _on_message(self, message: str) -> None:
+        self.events.append(json.loads(message))
+        assert self._changed is not None
+        self._changed.set()
+
+    async def wait_for(self, test, timeout: float = EVENT_TIMEOUT) -> Dict[str, Any]:
+        """The first event for which `test(event)` holds, waiting up to `timeout` s."""
+        assert self._changed is not None
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for event in self.events[seen:]:
+                if test(event):
+                    return event
+            seen = len(self.events)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no such event within {timeout} s; got {[e.get('type') for e in self.events]}"
+                                     f" (last: {self.events[-1:]})")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    def blocks(self) -> List[Dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == "block"]
+
+    def send(self, message: Dict[str, Any]) -> None:
+        self.channel.send(json.dumps(message))
+
+    async def close(self) -> None:
+        if self.player is not None and self.player.video is not None:
+            self.player.video.stop()
+        if self.pc is not None:
+            await self.pc.close()
+
+
+def session_worker(server: Server, session_id: str) -> int:
+    """The pid of a running session's worker process (and check it is the server's child)."""
+    pid = next(s["worker_pid"] for s in live_sessions(server) if s["id"] == session_id)
+    assert psutil.Process(pid).ppid() == server.proc.pid
+    return pid
+
+
+def wait_gone(pids: set, timeout: float = GONE_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"live worker process(es) {sorted(alive)} still running {timeout} s after the session ended")
+
+
+def live_sessions(server: Server) -> List[Dict[str, Any]]:
+    return server.get("/api/v1/live").json()["sessions"]
+
+
+def live_server_spare(server: Server) -> Optional[str]:
+    return server.get("/api/v1/live").json()["spare"]
+
+
+def wait_no_sessions(server: Server, timeout: float = GONE_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while live_sessions(server):
+        assert time.monotonic() < deadline, f"sessions still listed: {live_sessions(server)}"
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, reference):
+    """One job worker, one live session at most, a token, the official dfo weights as a folder."""
+    work = tmp_path_factory.mktemp("serve-live")
+    srv = Server(work / "data", reference / "weights" / "dfo", "--jobs", "1", "--max-live", "1", token=TOKEN)
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while live_server_spare(srv) != "ready":  # the warm worker a session takes has loaded its models
+        assert time.monotonic() < deadline, "the spare live worker did not load"
+        time.sleep(0.5)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def faceless(tmp_path_factory) -> Path:
+    return make_faceless_video(tmp_path_factory.mktemp("live-video") / "faceless.mp4", frames=100, size=(320, 240))
+
+
+# ------------------------------------------------------------------------------ tests
+
+@pytest.mark.slow
+def test_blocks_arrive_over_the_data_channel_and_stop_flushes_a_summary(live_server, reference):
+    async def run() -> LiveClient:
+        client = LiveClient(live_server, reference / "videos" / "dfo_real.mp4", window=3, alert="2/3")
+        response = await client.start()
+        assert response.status_code == 201, response.text
+        assert response.headers["Location"] == f"/api/v1/live/{client.answer['id']}"
+        assert client.answer["type"] == "answer" and client.answer["channel"] == "lrnet"
+        assert client.answer["window"] == 3 and client.answer["alert"] == "2/3"
+        ready = await client.wait_for(lambda e: e.get("type") == "status" and e.get("state") == "ready")
+        assert ready["block_size"] == 30
+        started = time.monotonic()
+        await client.wait_for(lambda e: e.get("type") == "block" and e.get("index") == 2)
+        client.first_blocks_s = time.monotonic() - started  # type: ignore[attr-defined]
+        sessions = live_sessions(live_server)
+        assert len(sessions) == 1 and sessions[0]["state"] == "live" and sessions[0]["blocks"] >= 3
+        client.worker_pids = {session_worker(live_server, client.answer["id"])}  # type: ignore[attr-defined]
+        client.send({"type": "stop"})
+        await client.wait_for(lambda e: e.get("type") == "status" and e.get("state") == "ended", timeout=30)
+        await client.close()
+        return client
+
+    client = asyncio.run(run())
+    blocks = client.blocks()
+    assert [b["index"] for b in blocks] == list(range(len(blocks)))
+    for b in blocks:
+        assert 0.0 <= b["p_fake"] <= 1.0 and b["end_s"] > b["start_s"] >= 0.0
+        assert b["rolling"]["blocks"] == min(b["index"] + 1, 3) and b["rolling"]["verdict"] in ("fake", "real",
+                                                                                             "uncertain")
+        assert b["behind"] >= 0 and b["lag_s"] >= 0.0 and isinstance(b["alert"], bool)
+    kinds = [e["type"] for e in client.events]
+    assert kinds[0] == "status" and client.events[0]["state"] == "starting"
+    assert kinds.index("summary") < len(kinds) - 1 and kinds[-1] == "status"  # summary, then "ended"
+    summary = next(e for e in client.events if e["type"] == "summary")
+    assert summary["frames_received"] >= 3 * 30
+    assert client.events[-1]["reason"] == "stopped by the client"
+    wait_gone(client.worker_pids)  # type: ignore[attr-defined]
+    wait_no_sessions(live_server)
+    print(f"live: 3 blocks {client.first_blocks_s:.1f} s after ready; lag {[b['lag_s'] for b in blocks]}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_one_past_max_live_is_refused_and_a_vanished_client_frees_its_worker(live_server, faceless):
+    async def run() -> set:
+        first = LiveClient(live_server, faceless)
+        assert (await first.start()).status_code == 201
+        await first.wait_for(lambda e: e.get("type") == "status" and e.get("state") == "ready")
+        pids = {session_worker(live_server, first.answer["id"])}
+        second = LiveClient(live_server, faceless)
+        refused = await second.start()
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"].isdigit() and "--max-live" in refused.json()["detail"]
+        assert len(live_sessions(live_server)) == 1
+        await first.close()  # the peer connection closes without a "stop": the server notices and ends it
+        return pids
+
+    pids = asyncio.run(run())
+    wait_gone(pids)
+    wait_no_sessions(live_server)
+
+    async def again() -> None:  # the slot is free again; DELETE ends a session too
+        client = LiveClient(live_server, faceless)
+        response = await client.start()
+        assert response.status_code == 201, response.text
+        await client.wait_for(lambda e: e.get("type") == "status" and e.get("state") == "ready")
+        pids = {session_worker(live_server, client.answer["id"])}
+        assert live_server.delete(f"/api/v1/live/{client.answer['id']}").json()["status"] == "ended"
+        await client.wait_for(lambda e: e.get("type") == "status" and e.get("state") == "ended", timeout=30)
+        await client.close()
+        wait_gone(pids)
+        assert live_server.get(f"/api/v1/live/{client.answer['id']}").status_code == 404
+
+    asyncio.run(again())
+    wait_no_sessions(live_server)
+
+
+def test_bad_offers_and_missing_token_are_refused_with_one_line(live_server):
+    url = live_server.url + "/api/v1/live"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+    assert requests.post(url, json={"sdp": offer, "type": "offer"}, timeout=30).status_code == 401
+    cases = [
+        ({"sdp": offer}, 400, "SDP offer"),
+        ({"sdp": offer, "type": "answer"}, 400, "SDP offer"),
+        ({"sdp": offer.replace("m=application", "m=audio"), "type": "offer"}, 400, "data channel"),
+        ({"sdp": "v=0\r\nm=application 9 x\r\n", "type": "offer"}, 400, "no video"),
+        ({"sdp": offer, "type": "offer", "window": 0}, 422, "window"),
+        ({"sdp": offer, "type": "offer", "alert": "6/5"}, 422, "alert"),
+        ({"sdp": offer, "type": "offer", "alert": "x"}, 422, "alert"),
+        ({"sdp": offer, "type": "offer", "weights": "nope"}, 422, "unknown weights"),
+        ({"sdp": "v=0 not sdp m=video m=application", "type": "offer"}, 400, "cannot negotiate"),
+    ]
+    for body, status, words in cases:
+        response = requests.post(url, json=body, headers=auth, timeout=30)
+        assert response.status_code == status, (body, response.text)
+        detail = response.json()["detail"]
+        assert words in detail and "\n" not in detail, detail
+    assert requests.post(url, data=b"{", headers=auth, timeout=30).status_code == 400
+    assert live_sessions(live_server) == []  # nothing was left behind by a refused offer
+    limits = live_server.get("/api/v1/weights").json()["limits"]
+    assert limits["max_live"] == 1
