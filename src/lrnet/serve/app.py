@@ -323,7 +323,7 @@ def create_app(service: Service) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        await run_in_threadpool(app.state.live.start)
+        app.state.live.start()
         yield
         await app.state.live.close()
         await run_in_threadpool(service.close)

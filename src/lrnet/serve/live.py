@@ -19,6 +19,7 @@ Workers also die with the server (the die-with-parent helper of `lrnet.serve.wor
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -205,6 +206,8 @@ def live_worker_main(frames: Connection, events: Connection, parent: int, weight
     except Exception as exc:
         log.exception("live worker failed")
         events.send({"type": "error", "message": f"internal error ({type(exc).__name__}: {exc})"})
+    events.close()  # the server's reader sees the end now, not after the interpreter's slow teardown
+    os._exit(0)  # nothing left to flush: skip torch's teardown, which takes seconds on a busy machine
 
 
 # ------------------------------------------------------------------------------ server side
@@ -420,6 +423,10 @@ class LiveManager:
         self._spare: Optional[_Worker] = None
         self._opening = 0  # sessions being negotiated: they hold a slot too
         self._lock = threading.Lock()  # guards _spare (start runs in a thread)
+        # every worker is started from this one long-lived thread: the kernel's parent-death signal
+        # (PR_SET_PDEATHSIG) fires when the *thread* that started a child exits, and pool threads
+        # (Starlette's, asyncio's default) come and go
+        self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lrnet-live-spawn")
 
     def full(self) -> bool:
         return len(self.sessions) + self._opening >= self.max_live
@@ -430,7 +437,11 @@ class LiveManager:
                 "sessions": [s.view() for s in self.sessions.values()]}
 
     def start(self) -> None:
-        """Start the spare worker (nothing when live mode is off)."""
+        """Start the spare worker (nothing when live mode is off); returns at once."""
+        with contextlib.suppress(RuntimeError):  # the server is stopping: no new spare
+            self._spawner.submit(self._start_spare)
+
+    def _start_spare(self) -> None:
         with self._lock:
             if self.max_live > 0 and self._spare is None:
                 self._spare = self._spawn()
@@ -471,7 +482,7 @@ class LiveManager:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._opening += 1  # the slot is taken before the first await
         try:
-            worker = await asyncio.to_thread(self._take)
+            worker = await asyncio.wrap_future(self._spawner.submit(self._take))
         finally:
             self._opening -= 1
         session = LiveSession(session_id, request, pc, worker, asyncio.get_running_loop(), manager=self)
@@ -499,7 +510,7 @@ class LiveManager:
         session.tasks.append(asyncio.create_task(self._watch(session), name="watch"))
         session.emit({"type": "status", "state": "starting", "session": session_id, "weights": request.weights,
                       "window": request.window, "alert": list(request.alert) if request.alert else None})
-        asyncio.get_running_loop().run_in_executor(None, self.start)  # the next spare
+        self.start()  # the next spare
         local = pc.localDescription
         return session, {"sdp": local.sdp, "type": local.type}
 
@@ -583,12 +594,13 @@ class LiveManager:
                 except queue.Full:
                     with contextlib.suppress(queue.Empty):
                         session.queue.get_nowait()
+            # the worker scores what it holds, sends its summary and closes its pipe: wait for that end
+            await asyncio.to_thread(session.worker.reader.join, STOP_GRACE)
             process = session.worker.process
-            await asyncio.to_thread(process.join, STOP_GRACE)
+            await asyncio.to_thread(process.join, 2.0)
             if process.is_alive():
                 process.kill()
                 await asyncio.to_thread(process.join, 5.0)
-            await asyncio.to_thread(session.worker.reader.join, 5.0)
             await asyncio.sleep(0)  # run the hand-overs the reader made before the pipe closed
             session.emit({"type": "status", "state": "ended", "reason": reason, "frames": session.received,
                           "dropped": session.dropped, "blocks": session.blocks})
@@ -614,6 +626,7 @@ class LiveManager:
             self.max_live = 0  # no new spare from a session that was opening
         if spare is not None:
             await asyncio.to_thread(spare.close)
+        self._spawner.shutdown(wait=False)
 
 
 # ------------------------------------------------------------------------------ routes
