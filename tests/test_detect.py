@@ -220,11 +220,15 @@ def test_a_real_video_followed_by_a_forged_one_locates_the_fake_segment(referenc
     clip = write_clip(tmp_path / "splice.avi", real + fake, 25.0)
     result = detect_video(clip, dfo_weights)
     assert result.scoring.call == "real" and result.blocks == 9  # 6 real blocks outvote 3 fake ones
-    assert [s.verdict for s in result.segments] == ["real", "fake"]
+    assert [s.call for s in result.segments] == ["real", "fake"]
+    # the detector's own decision: 3 of 3 fake blocks has a Wilson interval [0.44, 1] around 0.5
+    assert [s.verdict for s in result.segments] == ["real", "uncertain"]
+    assert result.segments[1].interval is not None and result.segments[1].interval[0] < 0.5
     fake_segment = result.segments[1]
     assert abs(fake_segment.start_s - 8.0) <= 30 / 25 and abs(fake_segment.end_s - 12.0) <= 30 / 25
     assert result.cuts == pytest.approx([8.0])
-    assert any(n.startswith("fake segment at 8.0-12.0 s") for n in result.notes), result.notes
+    assert [(m.start_s, m.end_s) for m in result.moments] == pytest.approx([(8.0, 12.0)], abs=30 / 25)
+    assert any(n.startswith("fake moment at ") for n in result.notes), result.notes
     row = result.to_dict(with_blocks=True)
     assert row["segments"][1] == fake_segment.to_dict() and row["cuts"] == [8.0]
     assert {b["segment"] for b in row["block_details"]} == {0, 1}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import lrnet.extract as ex
+import lrnet.tracking as tr
 from lrnet.errors import LrnetError
 from lrnet.landmarks import read_landmarks
 
@@ -46,15 +47,15 @@ def face(cx, cy, size):
 
 def test_consistency_rules():
     prev = face(200, 200, 100)
-    assert ex._consistent(prev, face(240, 230, 100))  # moved 50 px = half a face: still the face
-    assert not ex._consistent(prev, face(241, 231, 100))  # 51.6 px: another face
-    assert ex._consistent(prev, face(200, 200, 70)) and ex._consistent(prev, face(200, 200, 130))
-    assert not ex._consistent(prev, face(200, 200, 69))
-    assert not ex._consistent(prev, face(200, 200, 131))
+    assert tr._consistent(prev, face(240, 230, 100))  # moved 50 px = half a face: still the face
+    assert not tr._consistent(prev, face(241, 231, 100))  # 51.6 px: another face
+    assert tr._consistent(prev, face(200, 200, 70)) and tr._consistent(prev, face(200, 200, 130))
+    assert not tr._consistent(prev, face(200, 200, 69))
+    assert not tr._consistent(prev, face(200, 200, 131))
 
 
 def test_carried_box_reproduces_the_detector_geometry():
-    model = ex._BoxModel()
+    model = tr._BoxModel()
     shape = face(300, 200, 100)
     box = (240.0, 130.0, 360.0, 250.0)  # 120 px, centre (300, 190): 10 px above the landmarks
     model.learn(box, shape)
@@ -64,19 +65,10 @@ def test_carried_box_reproduces_the_detector_geometry():
 
 
 def test_largest_face_is_picked_and_the_tracked_face_preferred():
-    class R:
-        def __init__(self, l, t, r, b):
-            self._v = (l, t, r, b)
-
-        def left(self): return self._v[0]
-        def top(self): return self._v[1]
-        def right(self): return self._v[2]
-        def bottom(self): return self._v[3]
-
-    rects = [R(0, 0, 50, 50), R(100, 100, 200, 200)]
-    assert ex._pick_face(rects, 0.5, None) == (200, 200, 400, 400)
-    assert ex._pick_face(rects, 0.5, face(50, 50, 100)) == (0, 0, 100, 100)  # near the tracked face
-    assert ex._pick_face([], 1.0, None) is None
+    rects = [(0, 0, 50, 50), (100, 100, 200, 200)]  # boxes in the detector's (half-size) image
+    assert tr._pick_face(rects, 0.5, None) == (200, 200, 400, 400)
+    assert tr._pick_face(rects, 0.5, face(50, 50, 100)) == (0, 0, 100, 100)  # near the tracked face
+    assert tr._pick_face([], 1.0, None) is None
 
 
 # ------------------------------------------------------------------------------- error paths
@@ -165,7 +157,7 @@ def test_jump_cuts_start_new_segments_and_keep_the_frames_landmarked(jump_clip):
 
 @pytest.mark.reference
 def test_a_face_found_away_from_the_track_replaces_it_within_a_few_frames(jump_clip, monkeypatch):
-    monkeypatch.setattr(ex, "CUT_MIN", float("inf"))  # only the face jump can reveal the cuts
+    monkeypatch.setattr(tr, "CUT_MIN", float("inf"))  # only the face jump can reveal the cuts
     result = ex.extract_video(jump_clip)
     s = result.stats
     assert (s.segments, s.cuts, s.dropped, s.reused) == (3, 2, 0, 0), s

@@ -8,7 +8,7 @@ import torch
 
 from lrnet.landmarks import read_landmarks
 from lrnet.model import LandmarkDropout, LRNet, ModelConfig, fake_probability
-from lrnet.scoring import score_sequence
+from lrnet.detector import score_sequence
 from lrnet.weights import load_branch
 
 OFFICIAL_KEYS = [

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lrnet.scoring import (VideoResult, aggregate_blocks, bootstrap_intervals, decide, score_blocks, score_sequence,
+from lrnet.detector import score_blocks, score_sequence
+from lrnet.scoring import (VideoResult, aggregate_blocks, bootstrap_intervals, decide,
                            video_intervals, wilson_interval)
 
 Z = NormalDist().inv_cdf(0.975)

@@ -11,8 +11,9 @@ The names a user needs are importable from here and loaded on first use, so ``im
 (and ``lrnet --help``) stays fast::
 
     import lrnet
-    weights = lrnet.resolve_weights("dfo")
-    result = lrnet.score_sequence(lrnet.read_landmarks("clip.txt"), weights.models, weights.block_size)
+    detector = lrnet.load_detector("dfo")          # weights + threshold + aggregation: the verdict
+    result = detector.score_sequence(lrnet.read_landmarks("clip.txt"), name="clip.txt")
+    result = lrnet.detect_video("clip.mp4", detector)
 
 The command line lives in `lrnet.cli`.
 """
@@ -35,7 +36,9 @@ _EXPORTS = {
     "BlockSet": "datasets",
     "resolve_weights": "weights",
     "LoadedWeights": "model",
-    "score_sequence": "scoring",
+    "score_sequence": "detector",
+    "Detector": "detector",
+    "load_detector": "detector",
     "VideoResult": "scoring",
     "detect_video": "detect",
     "extract_video": "extract",
@@ -58,7 +61,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .features import cut_blocks
     from .landmarks import read_landmarks, write_landmarks
     from .model import LoadedWeights
-    from .scoring import VideoResult, score_sequence
+    from .detector import Detector, load_detector, score_sequence
+    from .scoring import VideoResult
     from .train import train as train_model
     from .weights import resolve_weights
 

@@ -123,29 +123,52 @@ def face_sizes(landmarks: np.ndarray) -> np.ndarray:
     return extent.max(axis=1)
 
 
+def stable_face_size(landmarks: np.ndarray) -> int:
+    """The stable face size of step 1: the rounded mean of `face_sizes` (px)."""
+    return int(np.rint(face_sizes(landmarks).mean()))
+
+
+class BoxFollower:
+    """Step 1 one frame at a time, for a fixed stable face size (px) in a ``width x height`` frame.
+
+    Side ``int(1.2 * face_size)`` made even; centre the floored midpoint of the landmark bounding
+    box, the previous centre kept while the new one is less than 1.42 px away; clipped to the frame.
+    """
+
+    def __init__(self, face_size: int, width: int, height: int):
+        self.face_size, self.width, self.height = int(face_size), int(width), int(height)
+        self.side0 = int(self.face_size * BOX_SCALE) // 2 * 2
+        self.held: Optional[np.ndarray] = None
+
+    def box(self, landmarks: np.ndarray) -> Tuple[int, int, int]:
+        """``(x1, y1, side)`` of one frame's ``(68, 2)`` landmarks; `LrnetError` when it lies outside the frame."""
+        points = np.asarray(landmarks, dtype=np.float64)
+        centre = np.floor((points.min(axis=0) + points.max(axis=0)) / 2)
+        if self.held is None or np.sqrt(((self.held - centre) ** 2).sum()) >= CENTRE_SHIFT:
+            self.held = centre
+        x1, y1 = (int(v) for v in np.maximum(self.held - self.side0 // 2, 0))
+        side = min(self.side0, self.width - x1, self.height - y1)
+        if side <= 0:
+            raise LrnetError(f"the face box lies outside the {self.width}x{self.height} frame")
+        return x1, y1, side
+
+
 def stable_face_boxes(landmarks: np.ndarray, width: int, height: int) -> FaceBoxes:
     """Step 1's face boxes for ``(frames, 68, 2)`` landmarks in a ``width x height`` frame.
 
-    The centre-hold rule makes each centre depend on the previous one, so that part is a loop over
-    frames (cheap scalar work); the rest is vectorised.
+    The face size is the mean over all the frames given; `BoxFollower` then places each box (the
+    centre-hold rule makes each centre depend on the previous one).
     """
     landmarks = check_landmarks(landmarks)
-    face_size = int(np.rint(face_sizes(landmarks).mean()))
-    side0 = int(face_size * BOX_SCALE) // 2 * 2
-    lo, hi = landmarks.min(axis=1), landmarks.max(axis=1)
-    raw_centres = np.floor((lo + hi) / 2)  # == (min + max) // 2 for ints and floats alike
-    centres = np.empty_like(raw_centres)
-    held = None
-    for i, c in enumerate(raw_centres):
-        if held is None or np.sqrt(((held - c) ** 2).sum()) >= CENTRE_SHIFT:
-            held = c
-        centres[i] = held
-    corner = np.maximum(centres - side0 // 2, 0).astype(np.int64)
-    side = np.minimum.reduce([np.full(len(corner), side0, np.int64), width - corner[:, 0], height - corner[:, 1]])
-    bad = np.flatnonzero(side <= 0)
-    if len(bad):
-        raise LrnetError(f"frame {int(bad[0])}: the face box lies outside the {width}x{height} frame")
-    return FaceBoxes(corner[:, 0], corner[:, 1], side, face_size)
+    face_size = stable_face_size(landmarks)
+    follower = BoxFollower(face_size, width, height)
+    boxes = np.empty((len(landmarks), 3), np.int64)
+    for i, points in enumerate(landmarks):
+        try:
+            boxes[i] = follower.box(points)
+        except LrnetError as exc:
+            raise LrnetError(f"frame {i}: {exc}") from None
+    return FaceBoxes(boxes[:, 0], boxes[:, 1], boxes[:, 2], face_size)
 
 
 def crop_face(frame: np.ndarray, x1: int, y1: int, side: int) -> np.ndarray:

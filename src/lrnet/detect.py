@@ -18,17 +18,21 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .atomic import atomic_path
 from .errors import LrnetError
-from .extract import ExtractOptions, ProgressFn, VideoLandmarks, extract_video
+from .extract import ProgressFn, VideoLandmarks
+from .stream import FPS_POLICIES, FramePlan, StreamPipeline, plan_frame_rate, rate_warning  # noqa: F401
+from .tracking import ExtractOptions
 from .landmarks import write_landmarks
-from .scoring import DEFAULT_AGGREGATION, THRESHOLD, VideoResult, aggregate_blocks, score_blocks
-from .segments import block_starts, gather_blocks
-from .video import read_frames, video_info, write_video
+from .detector import DEFAULT_WEIGHTS, load_detector
+from .moments import FakeMoment, find_moments, moment_notes
+from .quality import QualityReport, apply_quality, assess, measure_landmarks
+from .scoring import DEFAULT_AGGREGATION, VideoResult
+from .video import VideoReader, read_frames, write_video
 
 __all__ = ["DetectResult", "FramePlan", "SegmentResult", "detect_video", "plan_frame_rate", "save_landmarks",
            "segment_table", "write_block_plot", "write_visualization", "FPS_POLICIES"]
@@ -37,40 +41,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 RAW_COLOUR = (0, 255, 0)  # BGR: raw landmarks green
 CALIBRATED_COLOUR = (0, 0, 255)  # calibrated landmarks red
-FPS_POLICIES = ("resample", "keep")
-RESAMPLE_ABOVE = 1.02  # resample a video more than 2 % faster than the weights' frame rate
-SLOW_MARGIN = 0.8  # a rate below 0.8 x the weights' is outside the model's range (never interpolated)
-FAST_MARGIN = 1.25  # ... as is one above 1.25 x when not resampled (--fps-policy keep)
-MIN_SEGMENT_BLOCKS = 2  # a segment needs this many blocks for its verdict to be noted
-
-
-@dataclass(frozen=True)
-class FramePlan:
-    """The frame rate a video is scored at. Rates in frames/s; 0 when unknown."""
-
-    source: float  # the file's nominal rate
-    target: Optional[float]  # frames are selected by timestamp at this rate (None: every frame)
-    used: float  # the rate of the frames scored
-    warning: Optional[str]  # set when `used` is outside the weights' range
-
-
-def _rate_warning(rate: float, model_fps: Optional[float]) -> Optional[str]:
-    if model_fps is None or not rate or SLOW_MARGIN * model_fps <= rate <= FAST_MARGIN * model_fps:
-        return None
-    return (f"frame rate outside the model's range ({rate:.3g} fps scored, weights trained at "
-            f"{model_fps:.3g} fps)")
-
-
-def plan_frame_rate(source_fps: float, model_fps: Optional[float], policy: str = "resample") -> FramePlan:
-    """Choose the scoring rate: the weights' `model_fps` for a faster source (policy "resample"),
-    else the source's own. A rate outside [0.8, 1.25] x `model_fps` gets a warning."""
-    if policy not in FPS_POLICIES:
-        raise ValueError(f"unknown frame-rate policy {policy!r}; expected one of {FPS_POLICIES}")
-    resample = (policy == "resample" and model_fps is not None
-                and (not source_fps or source_fps > RESAMPLE_ABOVE * model_fps))
-    target = float(model_fps) if resample and model_fps is not None else None
-    used = target if target and source_fps else source_fps
-    return FramePlan(source_fps, target, used, _rate_warning(used, model_fps))
 
 
 @dataclass
@@ -83,12 +53,16 @@ class SegmentResult:
     frames: int
     blocks: int
     score: float  # NaN without a block
-    verdict: str  # "fake", "real" or "n/a"
+    verdict: str  # "fake", "real", "uncertain" or "n/a" (the detector's decision, as for the video)
+    call: str = ""  # "fake", "real" or "n/a": the verdict without "uncertain"
+    interval: Optional[Tuple[float, float]] = None  # 95% interval of `score`; None without a block
 
     def to_dict(self) -> Dict[str, object]:
         return {"index": self.index, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
                 "frames": self.frames, "blocks": self.blocks,
-                "score": None if self.score != self.score else round(float(self.score), 6), "verdict": self.verdict}
+                "score": None if self.score != self.score else round(float(self.score), 6), "verdict": self.verdict,
+                "call": self.call or self.verdict,
+                "interval": None if self.interval is None else [round(float(v), 6) for v in self.interval]}
 
 
 @dataclass
@@ -117,6 +91,8 @@ class DetectResult:
     block_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     weights: str = ""  # where the weights came from (LoadedWeights.source)
     domain: str = ""  # the footage the weights are meant for (their model card)
+    moments: List[FakeMoment] = field(default_factory=list)  # runs of fake blocks (lrnet.moments)
+    quality: Optional[QualityReport] = None  # what the weights can judge (lrnet.quality)
 
     def to_dict(self, with_blocks: bool = False) -> Dict[str, object]:
         """JSON-ready: the scoring's own keys (merged in, so new ones flow through), then the video's."""
@@ -130,7 +106,8 @@ class DetectResult:
             "fps_warning": self.fps_warning, "segments": [s.to_dict() for s in self.segments],
             "cuts": [round(c, 3) for c in self.cuts], "dropped_frames": self.dropped_frames,
             "notes": list(self.notes), "timing": {k: round(v, 4) for k, v in self.timing.items()},
-            "weights": self.weights, "domain": self.domain,
+            "weights": self.weights, "domain": self.domain, "moments": [m.to_dict() for m in self.moments],
+            "quality": None if self.quality is None else self.quality.to_dict(),
         })
         if with_blocks:
             out["block_scores"] = [round(float(v), 6) for v in self.scoring.block_scores]
@@ -146,64 +123,83 @@ class DetectResult:
                 for i, p in enumerate(self.scoring.block_scores)]
 
 
-def detect_video(path: PathLike, weights="dfo", options: Optional[ExtractOptions] = None,
+def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optional[ExtractOptions] = None,
                  aggregation: str = DEFAULT_AGGREGATION, device=None, download: bool = True,
                  progress: Optional[ProgressFn] = None, fps_policy: str = "resample",
                  threshold: Optional[float] = None, uncertain: bool = True) -> DetectResult:
-    """Score one video. `weights`: a registry name, a weights folder, or a `LoadedWeights`.
+    """Score one video with `detector`: a `lrnet.detector.Detector`, or what `load_detector` takes
+    (a registry name, a weights folder, `LoadedWeights`), built with `aggregation`, `threshold`
+    (overrides the weights' own), `uncertain`, `device` and `download`.
 
-    `progress(stage, fraction)`: stages "landmarks" (decode + detection + landmarks), "calibration",
-    "scoring", each with a fraction in [0, 1]. `fps_policy`: "resample" (a video faster than the
-    weights' frame rate is scored at that rate) or "keep" (every frame). `threshold`: overrides the
-    weights' own (`lrnet.weights.threshold_for`); `uncertain`: report "uncertain" when the score's
-    95% interval contains the threshold.
+    The video goes through `lrnet.stream.StreamPipeline` as fast as it decodes (the pipeline of
+    ``lrnet watch``, so both give the same landmarks and block scores). `progress(stage, fraction)`:
+    stages "landmarks" (decode + landmarks + calibration + block scores, about every 25 frames),
+    then "calibration" and "scoring" at 1.0. `fps_policy`: "resample" (a video faster than the
+    weights' frame rate is scored at that rate) or "keep" (every frame); `options.fps` is ignored.
 
     Raises `LrnetError` naming the video for a missing or unreadable file, no face, or a clip too
     short for one block.
     """
-    from .weights import LoadedWeights, resolve_weights, threshold_for
-
-    if not isinstance(weights, LoadedWeights):
-        weights = resolve_weights(str(weights), device=device or "cpu", download=download)
-    decision = _Decision(*threshold_for(weights, aggregation, tuple(weights.models), override=threshold), uncertain)
+    detector = load_detector(detector, aggregation=aggregation, threshold=threshold, uncertain=uncertain,
+                             device=device or "cpu", download=download)
+    options = options or ExtractOptions()
+    options.check()
     started = time.perf_counter()
-    plan = plan_frame_rate(video_info(path).fps, weights.fps, fps_policy)
-    extracted = extract_video(path, replace(options or ExtractOptions(), fps=plan.target), progress=progress)
+    with VideoReader(path, options.max_frames, None, options.frame_limit) as reader:
+        info = reader.info
+        pipe = StreamPipeline(detector, options, source_fps=info.fps, fps_policy=fps_policy, collect=True,
+                              name=str(path))
+        expected = info.frames if options.max_frames is None else min(info.frames, options.max_frames)
+        for frame in reader:
+            pipe.push(frame)
+            if progress is not None and (frame.index + 1) % 25 == 0:
+                progress("landmarks", min(1.0, (frame.index + 1) / expected) if expected else 0.0)
+        decoded, t_decode = reader.decoded, reader.seconds
+    pipe.close()
+    if decoded == 0:
+        raise LrnetError(f"{path}: no frame could be decoded (unreadable or not a video file)")
     if progress is not None:
-        progress("scoring", 0.0)
-    t = time.perf_counter()
-    scored = _score_segments(extracted, weights, aggregation, device, str(path), decision)
-    t_scoring = time.perf_counter() - t
-    if progress is not None:
-        progress("scoring", 1.0)
-    s = extracted.stats
-    timing = {"decode": s.t_decode, "detect": s.t_detect, "landmarks": s.t_landmarks,
-              "calibration": s.t_calibration, "scoring": t_scoring, "total": time.perf_counter() - started}
-    used = plan.used or _measured_rate(extracted.times)
+        for stage in ("landmarks", "calibration", "scoring"):
+            progress(stage, 1.0)
+    landmarks = _landmarks(pipe, t_decode)
+    scored = _score_segments(pipe, landmarks, str(path))
+    s = landmarks.stats
+    timing = {"decode": t_decode, "detect": s.t_detect, "landmarks": s.t_landmarks,
+              "calibration": pipe.t_calibration, "scoring": pipe.t_scoring, "total": time.perf_counter() - started}
+    plan = pipe.plan
+    used = plan.used or _measured_rate(landmarks.times)
     result = DetectResult(str(path), scored.video.verdict, scored.video.score, scored.video.blocks,
-                          scored.video.frames, aggregation, weights.block_size, timing, scored.video, extracted,
-                          fps=plan.source, fps_used=used,
-                          fps_warning=plan.warning or (None if plan.used else _rate_warning(used, weights.fps)),
-                          segments=scored.segments, cuts=list(extracted.cuts), dropped_frames=s.dropped,
+                          scored.video.frames, detector.aggregation, detector.block_size, timing, scored.video,
+                          landmarks, fps=plan.source, fps_used=used,
+                          fps_warning=plan.warning or (None if plan.used else rate_warning(used, detector.fps)),
+                          segments=scored.segments, cuts=list(landmarks.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
-                          block_end_s=scored.block_end_s, weights=weights.source,
-                          domain=str(weights.card.get("domain", "")))
+                          block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain)
+    result.moments = find_moments(scored.video.block_scores, scored.block_start_s, scored.block_end_s,
+                                  scored.block_segment)
+    result.quality = assess(measure_landmarks(landmarks, path), detector.card)
+    result.verdict, _ = apply_quality(result.verdict, result.quality)
     result.notes = _notes(result)
     return result
+
+
+def _landmarks(pipe: StreamPipeline, t_decode: float) -> VideoLandmarks:
+    """The pipeline's collected rows as `VideoLandmarks` (`LrnetError` when no face was found)."""
+    record, stats = pipe.record, pipe.stats
+    assert record is not None
+    if not record.segments:
+        raise LrnetError(f"{pipe.name}: no face found in {stats.frames} frames")
+    stats.segments = len(record.segments)
+    stats.fps_used = pipe.plan.used
+    stats.t_decode, stats.t_calibration, stats.lk_rejected = t_decode, pipe.t_calibration, pipe.lk_rejected
+    return VideoLandmarks(np.asarray(record.raw, np.int64).reshape(-1, 68, 2), record.calibration(pipe.lk_rejected),
+                          stats, np.asarray(record.times, np.float64), np.asarray(record.frame_index, np.int64),
+                          list(record.segments), list(pipe.cuts))
 
 
 def _measured_rate(times: np.ndarray) -> float:
     """Mean frame rate of increasing times (s); 0 with fewer than two frames."""
     return float((len(times) - 1) / (times[-1] - times[0])) if len(times) > 1 and times[-1] > times[0] else 0.0
-
-
-@dataclass
-class _Decision:
-    """How block scores become a verdict: threshold, where it came from, whether "uncertain" is allowed."""
-
-    threshold: float = THRESHOLD
-    source: str = "default"
-    uncertain: bool = True
 
 
 @dataclass
@@ -215,41 +211,42 @@ class _Scored:
     block_end_s: np.ndarray
 
 
-def _score_segments(landmarks: VideoLandmarks, weights, aggregation: str, device, name: str,
-                    decision: _Decision) -> _Scored:
-    """Blocks cut per segment, scored together; the video score over all, and one per segment."""
-    size = weights.block_size
+def _score_segments(pipe: StreamPipeline, landmarks: VideoLandmarks, name: str) -> _Scored:
+    """The stream's blocks: the video score over all of them, and one score per segment."""
+    detector, record = pipe.detector, pipe.record
+    assert record is not None
+    size = detector.block_size
     segments = landmarks.segments
-    lengths = [len(s) for s in segments]
-    starts, block_segment = block_starts(lengths, size)
-    sequence = landmarks.calibrated().sequence
-    blocks = gather_blocks(sequence, starts, size)
-    video = score_blocks(blocks, weights.models, len(sequence), size, aggregation, name, device,
-                         threshold=decision.threshold, uncertain=decision.uncertain,
-                         threshold_source=decision.source)
+    video = pipe.video_result()
     if video.blocks == 0:
+        lengths = [len(s) for s in segments]
         if len(segments) > 1:
             raise LrnetError(f"{name}: too short: no segment has more than {size} frames (longest {max(lengths)} "
-                             f"of {len(sequence)} frames in {len(segments)} segments)")
+                             f"of {len(landmarks.times)} frames in {len(segments)} segments)")
         raise LrnetError(f"{name}: {video.error}")
-    frame_s = 1.0 / (_measured_rate(landmarks.times) or landmarks.stats.fps_used or 25.0)
+    block_segment = np.asarray(record.block_segment, np.int64)
+    starts = np.asarray(record.block_start_row, np.int64)
+    frame_s = 1.0 / (_measured_rate(landmarks.times) or pipe.plan.used or 25.0)
     times = landmarks.times
-    scores = aggregate_blocks(video.block_scores, block_segment, len(segments), aggregation)
+    scores, intervals, calls, verdicts = detector.group_verdicts(video.block_scores, block_segment, len(segments))
     counts = np.bincount(block_segment, minlength=len(segments))
-    threshold = decision.threshold
     results = [SegmentResult(i, float(times[s.start]), float(times[s.stop - 1]) + frame_s, len(s), int(counts[i]),
-                             float(scores[i]), "n/a" if counts[i] == 0 else
-                             ("fake" if scores[i] >= threshold else "real"))
+                             float(scores[i]), str(verdicts[i]), str(calls[i]),
+                             None if counts[i] == 0 else (float(intervals[i, 0]), float(intervals[i, 1])))
                for i, s in enumerate(segments)]
     return _Scored(video, results, block_segment, times[starts], times[starts + size - 1] + frame_s)
 
 
 def _notes(result: DetectResult) -> List[str]:
-    """Plain-language remarks: fake segments in a video judged real, dropped frames, cuts."""
+    """Plain-language remarks the verdict line does not already make: why a call became uncertain
+    (footage outside the weights' range), fake moments (unless one moment is the whole video),
+    cuts, dropped frames."""
     notes = []
-    if result.verdict != "fake":
-        notes += [f"fake segment at {s.start_s:.1f}-{s.end_s:.1f} s (score {s.score:.2f}, {s.blocks} blocks)"
-                  for s in result.segments if s.verdict == "fake" and s.blocks >= MIN_SEGMENT_BLOCKS]
+    if result.quality is not None and result.quality.reasons:
+        notes += [f"outside the weights' range: {reason}" for reason in result.quality.reasons]
+    whole = (len(result.moments) == 1 and result.moments[0].blocks == result.blocks)
+    if not whole:
+        notes += moment_notes(result.moments)
     if result.cuts:
         notes.append(f"{len(result.cuts)} shot cut{'s' if len(result.cuts) > 1 else ''} at "
                      + ", ".join(f"{c:.1f}" for c in result.cuts) + " s")
@@ -325,6 +322,9 @@ def write_block_plot(result: DetectResult, target: PathLike) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     _draw_segments(ax, result)
+    for i, m in enumerate(result.moments):
+        ax.axvspan(m.start_s, m.end_s, ymin=0.0, ymax=0.05, color="tab:red", alpha=0.8, linewidth=0,
+                   label="fake moment" if i == 0 else None)
     starts, ends = result.block_start_s, result.block_end_s
     for seg in range(len(result.segments)):
         mine = result.block_segment == seg

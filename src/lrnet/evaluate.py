@@ -173,27 +173,15 @@ def evaluate(weights, test, branches: Optional[Sequence[str]] = None,
     `threshold`: the operating point for calls, verdicts and the confusion matrix (None: the
     weights' stored threshold when it fits `aggregation` and the branches, else 0.5).
     """
-    from .weights import threshold_for
+    from .detector import Detector
 
-    if aggregation not in AGGREGATIONS:
-        raise LrnetError(f"unknown aggregation {aggregation!r}; expected one of {', '.join(AGGREGATIONS)}")
-    unknown = sorted(set(branches or ()) - set(BRANCHES))
-    if unknown:
-        raise LrnetError(f"unknown branch {', '.join(unknown)}; expected g1 and/or g2")
-    branches = tuple(b for b in BRANCHES if b in (branches or weights.models))
-    if not branches:
-        raise LrnetError("no branch to evaluate (expected g1 and/or g2)")
-    missing = [b for b in branches if b not in weights.models]
-    if missing:
-        raise LrnetError(f"{weights.source}: no weights loaded for branch {', '.join(missing)}")
+    detector = Detector.from_weights(weights, aggregation, branches, threshold, uncertain, device)
     import sklearn.metrics  # noqa: F401  (a one-time ~1 s import: paid here, not inside the timed scoring)
 
     start = time.perf_counter()
-    probs = {b: block_fake_probabilities(weights.models[b], test.blocks, b, batch_size=batch_size, device=device)
-             for b in branches}
-    value, source = threshold_for(weights, aggregation, branches, threshold)
-    report = report_from_probabilities(probs, test, aggregation, weights.source, threshold=value,
-                                       threshold_source=source, uncertain=uncertain)
+    probs = detector.branch_probabilities(test.blocks, batch_size=batch_size)
+    report = report_from_probabilities(probs, test, aggregation, weights.source, threshold=detector.threshold,
+                                       threshold_source=detector.threshold_source, uncertain=uncertain)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -251,11 +251,10 @@ def landmark_robustness(weights, sequences: Sequence[np.ndarray], labels: Sequen
     """
     from .datasets import blockset_from_arrays
     from .evaluate import report_from_probabilities
-    from .scoring import block_fake_probabilities
-    from .weights import threshold_for
+    from .detector import Detector
 
-    branches = tuple(weights.models)
-    value, tsource = threshold_for(weights, aggregation, branches, threshold)
+    detector = Detector.from_weights(weights, aggregation, threshold=threshold, uncertain=uncertain, device=device)
+    value, tsource = detector.threshold, detector.threshold_source
     labels_arr = np.asarray(labels, np.int64)
     report = RobustnessReport(source, weights.source, str(weights.card.get("domain", "")), aggregation, value, tsource,
                               list(names), labels_arr)
@@ -263,8 +262,7 @@ def landmark_robustness(weights, sequences: Sequence[np.ndarray], labels: Sequen
     for condition in landmark_conditions(grid or DEFAULT_LANDMARK_GRID, list(seeds)):
         test = blockset_from_arrays(perturb(sequences, condition), labels_arr.tolist(), names,
                                     block_size=weights.block_size)
-        probs = {b: block_fake_probabilities(weights.models[b], test.blocks, b, batch_size=batch_size, device=device)
-                 for b in branches}
+        probs = detector.branch_probabilities(test.blocks, batch_size=batch_size)
         ev = report_from_probabilities(probs, test, aggregation, weights.source, threshold=value,
                                        threshold_source=tsource, uncertain=uncertain)
         result = compare(condition, ev.video_scores, ev.video_blocks, ev.video_intervals, labels_arr, clean,
@@ -328,7 +326,7 @@ def item_key(video: Path, condition: Condition) -> str:
     return f"{video.stem}-{digest}-{condition.kind}-{condition.strength:g}"
 
 
-def _detect_item(video: Path, condition: Condition, weights, work: Path, options, aggregation, device) -> Dict:
+def _detect_item(video: Path, condition: Condition, detector, work: Path, options) -> Dict:
     """Degrade (unless clean), detect, and return block scores and counts; errors become ``{"error"}``."""
     from .detect import detect_video
 
@@ -336,7 +334,7 @@ def _detect_item(video: Path, condition: Condition, weights, work: Path, options
     try:
         if condition.kind != "none":
             target = _degraded_copy(video, condition, work)
-        result = detect_video(target, weights, options, aggregation, device)
+        result = detect_video(target, detector, options)
         return {"block_scores": [float(v) for v in result.scoring.block_scores], "frames": int(result.frames)}
     except LrnetError as exc:
         return {"error": str(exc)}
@@ -367,7 +365,7 @@ def video_robustness(weights, folder, output, grid: Optional[Mapping[str, Iterab
     Per-item block scores are cached as ``output/items/KEY.json`` (atomic): a re-run skips them.
     The caller holds `lrnet.locks.output_lock` on `output`.
     """
-    from .weights import threshold_for
+    from .detector import Detector
 
     videos, labels = find_labelled_videos(folder)
     conditions = video_conditions(grid if grid is not None else DEFAULT_VIDEO_GRID)
@@ -375,7 +373,8 @@ def video_robustness(weights, folder, output, grid: Optional[Mapping[str, Iterab
         from .compress import load_pyav
 
         load_pyav()  # re-encoding needs PyAV: say so before any video is scored
-    value, tsource = threshold_for(weights, aggregation, tuple(weights.models), threshold)
+    detector = Detector.from_weights(weights, aggregation, threshold=threshold, uncertain=uncertain, device=device)
+    value, tsource = detector.threshold, detector.threshold_source
     out = Path(output)
     _check_item_settings(out / "items" / "settings.json", {"weights": weights.source, "block_size": weights.block_size,
                                                           "options": repr(options)})
@@ -387,7 +386,7 @@ def video_robustness(weights, folder, output, grid: Optional[Mapping[str, Iterab
         if path.is_file():
             cached[(condition, video)] = json.loads(path.read_text())
         else:
-            data = _detect_item(video, condition, weights, out / "work", options, aggregation, device)
+            data = _detect_item(video, condition, detector, out / "work", options)
             atomic_write_text(path, json.dumps({"video": str(video), "condition": asdict(condition), **data}) + "\n")
             cached[(condition, video)] = data
         if bar is not None:

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import BRANCHES, branch_input, cut_blocks
+from .features import BRANCHES, branch_input
 from .model import fake_probability
 
 __all__ = ["AGGREGATIONS", "DEFAULT_AGGREGATION", "THRESHOLD", "CONFIDENCE", "BOOTSTRAP_RESAMPLES",
            "BOOTSTRAP_SEED", "VideoResult", "aggregate_blocks", "block_fake_probabilities", "bootstrap_intervals",
-           "decide", "interval_method", "merge_branches", "score_blocks", "score_sequence", "verdict",
+           "decide", "interval_method", "merge_branches", "verdict",
            "video_intervals", "wilson_interval"]
 
 AGGREGATIONS = ("vote", "mean-prob", "mean-logit")
@@ -274,46 +274,3 @@ class VideoResult:
             for b, v in self.branch_block_scores.items():
                 out[f"block_scores_{b}"] = [round(float(x), 6) for x in v]
         return out
-
-
-def score_sequence(frames: np.ndarray, models: Mapping[str, nn.Module], block_size: int = 30,
-                   aggregation: str = DEFAULT_AGGREGATION, name: str = "",
-                   device: "str | torch.device | None" = None, *, threshold: float = THRESHOLD,
-                   uncertain: bool = True, threshold_source: str = "default") -> VideoResult:
-    """Score one ``(frames, 136)`` landmark sequence with the given branch models.
-
-    A sequence too short for one block (frames <= block_size) gives ``blocks == 0``, a NaN score
-    and verdict "n/a" with an explanatory `error`, never a silent drop. `threshold`: the video
-    score at or above which the call is "fake"; `uncertain`: report "uncertain" when the score's
-    interval contains the threshold.
-    """
-    return score_blocks(cut_blocks(frames, block_size), models, len(frames), block_size, aggregation, name, device,
-                        threshold=threshold, uncertain=uncertain, threshold_source=threshold_source)
-
-
-def score_blocks(blocks: np.ndarray, models: Mapping[str, nn.Module], frames: int, block_size: int = 30,
-                 aggregation: str = DEFAULT_AGGREGATION, name: str = "",
-                 device: "str | torch.device | None" = None, *, threshold: float = THRESHOLD,
-                 uncertain: bool = True, threshold_source: str = "default") -> VideoResult:
-    """Score already-cut ``(blocks, block_size, 136)`` blocks of one video of `frames` frames.
-
-    For videos whose blocks do not come from one continuous sequence (e.g. blocks cut per shot).
-    Keyword arguments as `score_sequence`.
-    """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
-    branches = [b for b in BRANCHES if b in models]
-    if len(blocks) == 0:
-        return VideoResult(name, frames, 0, float("nan"), "n/a", aggregation, branches,
-                           np.empty(0, np.float32), {},
-                           error=f"too short: {frames} frames, need more than {block_size} for one block",
-                           call="n/a", threshold=float(threshold), threshold_source=threshold_source)
-    per_branch = {b: block_fake_probabilities(models[b], blocks, b, device=device) for b in branches}
-    merged = merge_branches(per_branch)
-    one = np.zeros(len(merged), np.int64)
-    score = float(aggregate_blocks(merged, one, 1, aggregation)[0])
-    lo, hi = video_intervals(merged, one, 1, aggregation)[0]
-    call, verdicts = decide([score], [[lo, hi]], threshold, uncertain)
-    return VideoResult(name, frames, len(blocks), score, str(verdicts[0]), aggregation, branches,
-                       merged, per_branch, call=str(call[0]), interval=(float(lo), float(hi)),
-                       threshold=float(threshold), threshold_source=threshold_source)

@@ -19,13 +19,13 @@ Everything here is array bookkeeping, vectorised, and unit-tested on hand-made a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .features import num_blocks
 
-__all__ = ["FACE", "NO_FACE", "REUSED", "Segment", "block_starts", "find_segments", "gather_blocks",
+__all__ = ["FACE", "NO_FACE", "REUSED", "Segment", "StreamSegmenter", "block_starts", "find_segments", "gather_blocks",
            "longest", "segment_of_rows"]
 
 NO_FACE, FACE, REUSED = 0, 1, 2  # per-frame status codes
@@ -102,3 +102,69 @@ def longest(segments: Sequence[Segment]) -> int:
     if not segments:
         raise ValueError("no segments")
     return int(np.argmax([len(s) for s in segments]))
+
+
+class StreamSegmenter:
+    """`find_segments` one row at a time, for a stream: ``push(item, status, track)`` returns what is
+    now decided, as a list of actions in row order:
+
+    - ``("keep", item, starts_segment)``: the row is in a segment (a new one when `starts_segment`);
+    - ``("drop", item, reason)``: the row is in no segment (no face, or a dropped reused run);
+    - ``("end", None, reason)``: the open segment ended before the next action.
+
+    Reused rows are held until their run ends or exceeds `max_reused` (then all of the run is
+    dropped); everything else is decided at once. `close` decides what is held.
+    """
+
+    def __init__(self, max_reused: int):
+        self.max_reused = max_reused
+        self.run: List[Tuple[object, int]] = []  # held reused rows: (item, track)
+        self.dropping: Optional[int] = None  # track of a reused run being dropped
+        self.open_track: Optional[int] = None  # track of the open segment, None: no open segment
+
+    def push(self, item: object, status: int, track: int) -> List[Tuple[str, object, object]]:
+        out: List[Tuple[str, object, object]] = []
+        if self.run and (status != REUSED or track != self.run[0][1]):
+            out += self._release_run()
+        if status != REUSED or track != self.dropping:
+            self.dropping = None
+        if status == NO_FACE:
+            out += self._end("no face") + [("drop", item, "no face")]
+        elif status == FACE:
+            out += self._keep(item, track)
+        elif self.dropping is not None:
+            out.append(("drop", item, "reused run too long"))
+        else:
+            self.run.append((item, track))
+            if len(self.run) > self.max_reused:
+                run, self.run, self.dropping = self.run, [], track
+                out += self._end(f"face lost: more than {self.max_reused} frames without landmarks of their own")
+                out += [("drop", it, "reused run too long") for it, _ in run]
+        return out
+
+    def close(self, reason: str = "end") -> List[Tuple[str, object, object]]:
+        """The stream ended (or has a gap): release the held run and end the open segment."""
+        out = self._release_run() + self._end(reason)
+        self.dropping = None
+        return out
+
+    def _release_run(self) -> List[Tuple[str, object, object]]:
+        run, self.run = self.run, []
+        out: List[Tuple[str, object, object]] = []
+        for it, track in run:
+            out += self._keep(it, track)
+        return out
+
+    def _keep(self, item: object, track: int) -> List[Tuple[str, object, object]]:
+        out: List[Tuple[str, object, object]] = []
+        new = self.open_track != track
+        if new and self.open_track is not None:
+            out += self._end("new face track")
+        self.open_track = track
+        return out + [("keep", item, new)]
+
+    def _end(self, reason: str) -> List[Tuple[str, object, object]]:
+        if self.open_track is None:
+            return []
+        self.open_track = None
+        return [("end", None, reason)]

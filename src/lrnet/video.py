@@ -24,13 +24,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Iterable, Iterator, Optional, Tuple, TypeVar, Union
+from typing import Generator, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
 from .errors import LrnetError
 
-__all__ = ["Frame", "VideoInfo", "VideoReader", "check_video", "keep_mask", "open_capture", "prefetch",
+__all__ = ["Frame", "Resampler", "VideoInfo", "VideoReader", "check_video", "keep_mask", "open_capture", "prefetch",
            "quiet_ffmpeg", "read_frames", "select_frames", "video_info", "video_size", "write_video",
            "MAX_PIXELS", "MAX_FRAMES", "QUEUE_BYTES"]
 
@@ -250,28 +250,52 @@ def _last_end(previous: Optional[float], last: float) -> float:
     return math.inf if previous is None else last + (last - previous) / 2
 
 
+class Resampler:
+    """`keep_mask` one frame at a time: `push` a frame, get back the frames kept so far.
+
+    Holds one frame back (its interval ends halfway to the next frame); `close` releases it.
+    ``fps`` None keeps every frame. The one rule behind `select_frames` and live streams.
+    """
+
+    def __init__(self, fps: Optional[float]):
+        self.fps = fps
+        self.pending: Optional[Frame] = None
+        self._before: Optional[float] = None  # time of the frame before `pending`, from the first frame
+        self._t0 = self._lo = 0.0
+
+    def push(self, frame: Frame) -> List[Frame]:
+        if not self.fps:
+            return [frame]
+        kept = []
+        if self.pending is None:
+            self._t0, self._lo = frame.time, -math.inf
+        else:
+            mid = (self.pending.time + frame.time) / 2 - self._t0
+            if _grid_point_within(self._lo, mid, self.fps):
+                kept.append(self.pending)
+            self._lo, self._before = mid, self.pending.time - self._t0
+        self.pending = frame
+        return kept
+
+    def close(self) -> List[Frame]:
+        """The held frame, if the grid keeps it; the resampler then starts afresh (a new time origin)."""
+        pending, self.pending = self.pending, None
+        if pending is None or not self.fps:
+            return []
+        keep = _grid_point_within(self._lo, _last_end(self._before, pending.time - self._t0), self.fps)
+        self._before = None
+        return [pending] if keep else []
+
+
 def select_frames(frames: Iterable[Frame], fps: Optional[float]) -> Iterator[Frame]:
     """Streaming `keep_mask`: yield the frames kept when resampling to `fps` (None: all).
 
     Holds one frame back (its interval ends halfway to the next frame).
     """
-    if not fps:
-        yield from frames
-        return
-    pending: Optional[Frame] = None
-    before: Optional[float] = None  # time of the frame before `pending`, from the first frame
-    t0 = lo = 0.0
+    resampler = Resampler(fps)
     for frame in frames:
-        if pending is None:
-            t0, lo = frame.time, -math.inf
-        else:
-            mid = (pending.time + frame.time) / 2 - t0
-            if _grid_point_within(lo, mid, fps):
-                yield pending
-            lo, before = mid, pending.time - t0
-        pending = frame
-    if pending is not None and _grid_point_within(lo, _last_end(before, pending.time - t0), fps):
-        yield pending
+        yield from resampler.push(frame)
+    yield from resampler.close()
 
 
 # --------------------------------------------------------------------------- producer thread

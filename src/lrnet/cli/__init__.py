@@ -35,8 +35,8 @@ from typing import Iterator, List, Optional
 
 from ..errors import LrnetError, Terminated, one_line
 
-COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "video", "extract", "compress",
-                   "dataset", "train", "robustness", "serve")
+COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "video", "watch", "extract",
+                   "compress", "dataset", "train", "robustness", "serve")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from .common import (add_branch_flag, add_gpu_flag, add_operating_flags, add_weights_flag, block_size, branches_of,
                      interval_text, verdict_text)
@@ -37,23 +38,23 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..landmarks import find_landmark_files, read_landmarks
+    from ..detector import load_detector
     from ..model import select_device
-    from ..scoring import score_sequence
-    from ..weights import resolve_weights, threshold_for
 
     device = select_device(args.gpu)
     files = find_landmark_files(args.paths)
     if not files:
         raise LrnetError(f"no landmark files (*.txt) found in {', '.join(args.paths)}")
     branches = branches_of(args.branch)
-    weights = resolve_weights(args.weights, branches, device=device, download=not args.offline)
-    block_size = args.block_size if args.block_size is not None else weights.block_size
-    threshold, source = threshold_for(weights, args.aggregate, branches, args.threshold)
-    domain = weights.card.get("domain", "")
+    detector = load_detector(args.weights, aggregation=args.aggregate, branches=branches, threshold=args.threshold,
+                             uncertain=args.uncertain, device=device, download=not args.offline)
+    if args.block_size is not None and args.block_size != detector.block_size:
+        detector = replace(detector, weights=replace(detector.weights, block_size=args.block_size))
+    weights, domain = detector.weights, detector.domain
     width = max([len("video")] + [len(str(f)) for f in files])
     if not args.json:
         emit(f"weights: {weights.source}   domain: {domain or 'unknown'}")
-        emit(f"aggregation: {args.aggregate}   threshold: {threshold:.4f} ({source})   "
+        emit(f"aggregation: {args.aggregate}   threshold: {detector.threshold:.4f} ({detector.threshold_source})   "
              f"interval: 95% over blocks")
         emit(f"{'video':<{width}}  {'frames':>6}  {'blocks':>6}  {'score':>7}  {'95% interval':>15}  verdict")
     failures = 0
@@ -66,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
             emit(json.dumps({"video": str(path), "error": str(exc)}) if args.json
                  else f"{str(path):<{width}}  {'-':>6}  {'-':>6}  {'-':>7}  {'-':>15}  error (see above)")
             continue
-        result = score_sequence(frames, weights.models, block_size, args.aggregate, name=str(path), device=device,
-                                threshold=threshold, uncertain=args.uncertain, threshold_source=source)
+        result = detector.score_sequence(frames, name=str(path))
         failures += result.blocks == 0
         row = {**result.to_dict(with_blocks=args.blocks), "weights": weights.source, "domain": domain}
         emit(json.dumps(row) if args.json else table_row(row, width))

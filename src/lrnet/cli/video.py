@@ -147,25 +147,25 @@ def run_detect(args: argparse.Namespace) -> int:
     outputs = _plan_outputs(args, args.videos)  # refused before anything heavy is imported
 
     from ..detect import detect_video
+    from ..detector import load_detector
     from ..model import select_device
-    from ..weights import resolve_weights, threshold_for
 
     device = select_device(args.gpu)
     options = extract_options(args, args.max_frames)
     options.max_reused = args.max_reused
-    weights = resolve_weights(args.weights, device=device, download=not args.offline)
+    detector = load_detector(args.weights, aggregation=args.aggregate, threshold=args.threshold,
+                             uncertain=args.uncertain, device=device, download=not args.offline)
     failures = 0
     if not args.json:
-        threshold, source = threshold_for(weights, args.aggregate, tuple(weights.models), args.threshold)
-        print(f"weights: {weights.source}   domain: {weights.card.get('domain') or 'unknown'}")
-        print(f"aggregation: {args.aggregate}   threshold: {threshold:.4f} ({source})   frame rate: "
-              + (f"{weights.fps:g} fps ({args.fps_policy})" if weights.fps else "unknown (every frame scored)"))
+        print(f"weights: {detector.source}   domain: {detector.domain or 'unknown'}")
+        print(f"aggregation: {detector.aggregation}   threshold: {detector.threshold:.4f} ({detector.threshold_source})"
+              "   frame rate: " + (f"{detector.fps:g} fps ({args.fps_policy})" if detector.fps
+                                   else "unknown (every frame scored)"))
         print(f"{'video':<32} {'verdict':>16} {'score':>7} {'95% interval':>15} {'blocks':>6} {'frames':>6} "
               f"{'segs':>4} {'fps':>5} {'time s':>7} {'frames/s':>8}")
     for video in args.videos:
         try:
-            result = detect_video(video, weights, options, args.aggregate, device, fps_policy=args.fps_policy,
-                                  threshold=args.threshold, uncertain=args.uncertain)
+            result = detect_video(video, detector, options, fps_policy=args.fps_policy)
             _write_outputs(result, outputs[video])
         except LrnetError as exc:
             failures += 1
@@ -194,7 +194,7 @@ def _print_row(video: str, result) -> None:
 
     total = result.timing["total"]
     decoded = result.landmarks.stats.frames
-    row = result.scoring.to_dict()
+    row = {**result.scoring.to_dict(), "verdict": result.verdict}  # the verdict after the quality gate
     verdict = verdict_text(row) + ("*" if result.fps_warning else "")
     rate = decoded / total if total else 0.0
     print(f"{video:<32} {verdict:>16} {result.score:>7.4f} {interval_text(row):>15} {result.blocks:>6} "

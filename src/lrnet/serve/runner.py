@@ -22,8 +22,8 @@ from ..atomic import atomic_write_text
 from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
 from ..model import LoadedWeights
-from ..weights import threshold_for
-from ..scoring import VideoResult, score_sequence
+from ..detector import Detector
+from ..scoring import VideoResult
 from .media import transcode_h264
 from .store import Task
 
@@ -68,9 +68,7 @@ def score_landmark_file(task: Task, weights: LoadedWeights, progress: ProgressFn
     progress("scoring", 0.0)
     frames = read_landmarks(task.upload)
     t_read = time.perf_counter() - started
-    threshold, source = threshold_for(weights, task.aggregation)
-    scoring = score_sequence(frames, weights.models, weights.block_size, task.aggregation, name=task.filename,
-                             threshold=threshold, threshold_source=source)
+    scoring = Detector.from_weights(weights, task.aggregation).score_sequence(frames, name=task.filename)
     if scoring.blocks == 0:
         raise LrnetError(f"{task.filename}: {scoring.error}")
     fps = float(weights.fps or DEFAULT_FPS)
@@ -96,7 +94,7 @@ def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> D
     """A video upload: `detect_video`'s result, the overlay landmarks and, if needed, a playable copy."""
     from ..detect import detect_video
 
-    result = detect_video(task.upload, weights, aggregation=task.aggregation, progress=progress)
+    result = detect_video(task.upload, Detector.from_weights(weights, task.aggregation), progress=progress)
     out = result.to_dict(with_blocks=True)
     out["video"] = task.filename
     stats = result.landmarks.stats
@@ -134,7 +132,7 @@ def run_task(task: Task, weights: LoadedWeights, progress: ProgressFn) -> Dict[s
 
 def warm_up(weights: LoadedWeights) -> None:
     """Score two blocks of zeros once, so a worker's first job does not pay PyTorch's first-call costs."""
-    score_sequence(np.zeros((2 * weights.block_size + 1, 136), np.float32), weights.models, weights.block_size)
+    Detector.from_weights(weights).score_sequence(np.zeros((2 * weights.block_size + 1, 136), np.float32))
 
 
 def describe_weights(spec: str, weights: LoadedWeights, description: Optional[str] = None) -> Dict[str, Any]:

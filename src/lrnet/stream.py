@@ -1,0 +1,597 @@
+"""The streaming pipeline: frames in one at a time, a verdict for every block as it completes.
+
+One pipeline serves a live camera or network stream (`lrnet watch`, the web page's Live tab) and
+a file (`lrnet detect` feeds it as fast as the decoder goes), so both give the same landmarks and
+block scores::
+
+    frames -> Resampler (by timestamp, to the weights' frame rate)
+           -> FaceTracker (detection rhythm, 68 landmarks, consistency, shot cuts)
+           -> segmenter (runs of one face track; a run of > max_reused reused frames is dropped)
+           -> calibrator (per segment: stable face box, 400-px crops, LK + Kalman, normalised)
+           -> blocks (the reference's rule, per segment) -> Detector -> events
+
+State is bounded: nothing grows with the stream's length except one float per block (the video
+score) unless ``collect=True`` keeps every landmark row for the outputs of `lrnet detect`.
+
+**Look-ahead** (what a frame's result waits for, all of it stated here):
+
+- resampling holds one frame (its interval ends halfway to the next frame);
+- the tracker holds ``confirm - 1`` frames (2): a face confirmed away from the track rewrites them;
+- a run of reused frames (no landmarks of their own) is held until it ends or exceeds
+  ``max_reused`` (10 frames), since a longer run is dropped;
+- a segment's face-box size is the mean face size of its first ``block_size`` frames (30; the
+  reference takes the mean over the whole video, which no stream can wait for), so those frames
+  wait for the first block anyway; later frames are calibrated as they come;
+- a block is final when the frame after it arrives (the reference cuts ``range(0, n - B, B)``).
+
+So in the usual case a block's verdict comes 3 frames after its last frame (120 ms at 25 fps).
+
+Events (`Event.to_dict()`, JSON-ready, ``"type"`` first): ``block`` (one per block: times, p(fake)
+per branch and merged, the rolling verdict over the last ``window`` blocks, the alert state),
+``face_found`` / ``face_lost`` (a segment starts / ends, with the reason), ``cut`` (a shot
+boundary), ``alert`` (the alert rule starts to hold), ``resolution`` (the frame size changed),
+``gap`` (the source stalled or reconnected: a segment boundary) and ``summary`` (at the end).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .calibration import (BOX_SCALE, NUM_POINTS, BoxFollower, Calibration, FaceBoxes, TrackState, crop_face,
+                          normalise, opencv_lk, stable_face_size, to_crop_space, track_step)
+from .detector import Detector
+from .errors import LrnetError
+from .landmarker import Landmarker
+from .scoring import THRESHOLD, merge_branches
+from .segments import FACE, NO_FACE, Segment, StreamSegmenter
+from .tracking import ExtractOptions, FaceTracker, VideoStats
+from .video import Frame, Resampler, VideoInfo
+
+__all__ = ["Event", "FPS_POLICIES", "FramePlan", "LiveOptions", "StreamPipeline", "StreamRecord", "plan_frame_rate"]
+
+FPS_POLICIES = ("resample", "keep")
+RESAMPLE_ABOVE = 1.02  # resample a video more than 2 % faster than the weights' frame rate
+SLOW_MARGIN = 0.8  # a rate below 0.8 x the weights' is outside the model's range (never interpolated)
+FAST_MARGIN = 1.25  # ... as is one above 1.25 x when not resampled (--fps-policy keep)
+REGION_MARGIN = 2.0  # a held frame keeps a square of this x the face box around the face (px)
+DEFAULT_FPS = 25.0  # frame interval assumed before a stream's rate is known
+
+
+# ----------------------------------------------------------------------------------- frame rate
+
+@dataclass(frozen=True)
+class FramePlan:
+    """The frame rate a video is scored at. Rates in frames/s; 0 when unknown."""
+
+    source: float  # the file's nominal rate
+    target: Optional[float]  # frames are selected by timestamp at this rate (None: every frame)
+    used: float  # the rate of the frames scored
+    warning: Optional[str]  # set when `used` is outside the weights' range
+
+
+def rate_warning(rate: float, model_fps: Optional[float]) -> Optional[str]:
+    """The warning for scoring at `rate` with weights trained at `model_fps` (None: in range or unknown)."""
+    if model_fps is None or not rate or SLOW_MARGIN * model_fps <= rate <= FAST_MARGIN * model_fps:
+        return None
+    return (f"frame rate outside the model's range ({rate:.3g} fps scored, weights trained at "
+            f"{model_fps:.3g} fps)")
+
+
+def plan_frame_rate(source_fps: float, model_fps: Optional[float], policy: str = "resample") -> FramePlan:
+    """Choose the scoring rate: the weights' `model_fps` for a faster (or unknown-rate) source under
+    policy "resample", else the source's own. A rate outside [0.8, 1.25] x `model_fps` gets a warning."""
+    if policy not in FPS_POLICIES:
+        raise ValueError(f"unknown frame-rate policy {policy!r}; expected one of {FPS_POLICIES}")
+    resample = (policy == "resample" and model_fps is not None
+                and (not source_fps or source_fps > RESAMPLE_ABOVE * model_fps))
+    target = float(model_fps) if resample and model_fps is not None else None
+    used = target if target and source_fps else source_fps
+    return FramePlan(source_fps, target, used, rate_warning(used, model_fps))
+
+
+# ---------------------------------------------------------------------------------------- events
+
+@dataclass
+class Event:
+    """One thing the pipeline reports: a ``type`` and its fields (JSON-ready)."""
+
+    type: str
+    data: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"type": self.type, **self.data}
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How block scores are read as a stream: the rolling window and the alert rule.
+
+    ``window``: blocks in the rolling verdict; ``alert``: ``(k, n)``, alert while k of the last n
+    blocks have p(fake) >= 0.5 (None: no alert rule).
+    """
+
+    window: int = 10
+    alert: Optional[Tuple[int, int]] = (3, 5)
+
+    def check(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be at least 1 block")
+        if self.alert is not None:
+            k, n = self.alert
+            if not 1 <= k <= n:
+                raise ValueError(f"alert rule {k}/{n}: need 1 <= K <= N")
+
+
+# ---------------------------------------------------------------------------------------- records
+
+@dataclass
+class _Row:
+    """One final tracked frame on its way through the segmenter and the calibrator."""
+
+    row: int
+    index: int  # frame number in the source
+    time: float  # s
+    status: int
+    track: int
+    shape: np.ndarray  # (68, 2) int64, frame px
+    region: Optional[Tuple[int, int, np.ndarray]]  # (x0, y0, pixels) around the face
+
+
+@dataclass
+class StreamRecord:
+    """Everything a pipeline run with ``collect=True`` kept: the landmark rows of every segment laid
+    end to end (time order) and every block, for the outputs of `lrnet detect`.
+
+    ``raw`` ``(rows, 68, 2)`` int64 frame px; ``points``/``detections`` ``(rows, 68, 2)`` int64 in
+    400-px crop space; ``boxes`` ``(rows, 3)`` (x1, y1, side) px; ``sequence`` ``(rows, 136)``
+    float32; ``times`` s and ``frame_index`` ``(rows,)``; ``segments`` row ranges; ``face_sizes``
+    per segment (px). Blocks: ``block_probs`` ``{branch: (blocks,)}``, ``block_segment``,
+    ``block_start_row`` ``(blocks,)``.
+    """
+
+    raw: List[np.ndarray] = field(default_factory=list)
+    points: List[np.ndarray] = field(default_factory=list)
+    detections: List[np.ndarray] = field(default_factory=list)
+    boxes: List[Tuple[int, int, int]] = field(default_factory=list)
+    sequence: List[np.ndarray] = field(default_factory=list)
+    times: List[float] = field(default_factory=list)
+    frame_index: List[int] = field(default_factory=list)
+    segments: List[Segment] = field(default_factory=list)
+    face_sizes: List[int] = field(default_factory=list)
+    block_segment: List[int] = field(default_factory=list)
+    block_start_row: List[int] = field(default_factory=list)
+
+    def calibration(self, lk_rejected: int) -> Calibration:
+        """The rows as one `lrnet.calibration.Calibration` (boxes' face size: the longest segment's)."""
+        boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 3)
+        main = int(np.argmax([len(s) for s in self.segments])) if self.segments else 0
+        size = self.face_sizes[main] if self.face_sizes else 0
+        return Calibration(np.asarray(self.sequence, np.float32).reshape(-1, 2 * NUM_POINTS),
+                           np.asarray(self.points, np.int64).reshape(-1, NUM_POINTS, 2),
+                           np.asarray(self.detections, np.int64).reshape(-1, NUM_POINTS, 2),
+                           FaceBoxes(boxes[:, 0], boxes[:, 1], boxes[:, 2], size), lk_rejected)
+
+
+# ------------------------------------------------------------------------------------ one segment
+
+class _Segment:
+    """Calibration and block cutting of one segment, one kept row at a time."""
+
+    def __init__(self, number: int, track: int, block_size: int, width: int, height: int, start: float):
+        self.number, self.track, self.block_size = number, track, block_size
+        self.width, self.height = width, height
+        self.start_time = start
+        self.waiting: List[_Row] = []  # rows before the face size is fixed
+        self.follower: Optional[BoxFollower] = None
+        self.face_size = 0
+        self.state: Optional[TrackState] = None
+        self.rows = 0  # calibrated rows
+        self.recent: Deque[Tuple[np.ndarray, float, Optional[float]]] = deque(maxlen=block_size + 1)
+        # (sequence row, time s, wall-clock arrival of its frame)
+        self.blocks = 0
+        self.lk_rejected = 0
+        self.padded = 0  # crops that needed pixels outside the kept region (edge-replicated)
+        self.last_time = start
+
+    def add(self, row: _Row) -> List[Tuple[_Row, Tuple[int, int, int], np.ndarray, np.ndarray, np.ndarray]]:
+        """Take a kept row; return the rows calibrated now: ``(row, box, points, detection, sequence row)``."""
+        self.last_time = row.time
+        if self.follower is None:
+            self.waiting.append(row)
+            if len(self.waiting) < self.block_size:
+                return []
+            return self._fix_size()
+        return [self._calibrate(row)]
+
+    def finish(self) -> List[Tuple[_Row, Tuple[int, int, int], np.ndarray, np.ndarray, np.ndarray]]:
+        """The segment ended: calibrate what still waits for the face size."""
+        return self._fix_size() if self.follower is None and self.waiting else []
+
+    def _fix_size(self):
+        self.face_size = stable_face_size(np.stack([r.shape for r in self.waiting]))
+        self.follower = BoxFollower(self.face_size, self.width, self.height)
+        waiting, self.waiting = self.waiting, []
+        return [self._calibrate(r) for r in waiting]
+
+    def _calibrate(self, row: _Row):
+        assert self.follower is not None
+        box = self.follower.box(row.shape)
+        x1, y1, side = box
+        crop = self._crop(row, x1, y1, side)
+        boxes = FaceBoxes(np.array([x1]), np.array([y1]), np.array([side]), self.face_size)
+        detection = to_crop_space(row.shape[None].astype(np.float64), boxes)[0]
+        if self.state is None:
+            self.state = TrackState(crop, detection.copy(), detection.copy(), np.zeros(NUM_POINTS))
+        else:
+            self.state, lost = track_step(self.state, crop, detection, opencv_lk)
+            self.lk_rejected += lost
+        points = self.state.points
+        return row, box, points, detection, normalise(points[None])[0]
+
+    def _crop(self, row: _Row, x1: int, y1: int, side: int) -> np.ndarray:
+        assert row.region is not None
+        x0, y0, pixels = row.region
+        h, w = pixels.shape[:2]
+        if x1 >= x0 and y1 >= y0 and x1 + side <= x0 + w and y1 + side <= y0 + h:
+            return crop_face(pixels, x1 - x0, y1 - y0, side)
+        import cv2
+
+        self.padded += 1  # the box outgrew the kept region: replicate its edge (counted, never silent)
+        top, left = max(0, y0 - y1), max(0, x0 - x1)
+        bottom, right = max(0, y1 + side - (y0 + h)), max(0, x1 + side - (x0 + w))
+        padded = cv2.copyMakeBorder(pixels, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        return crop_face(padded, x1 - x0 + left, y1 - y0 + top, side)
+
+    def push_row(self, sequence_row: np.ndarray, t: float,
+                 arrived: Optional[float]) -> Optional[Tuple[int, np.ndarray, float, float, Optional[float]]]:
+        """Append a calibrated row; a block is final when the row after it arrives. Returns ``(block
+        number in the segment, (B, 136) block, first and last frame time (s), last frame's arrival)``."""
+        self.recent.append((sequence_row, t, arrived))
+        self.rows += 1
+        b = self.block_size
+        if self.rows > (self.blocks + 1) * b:  # the deque holds the block's B rows and the one after
+            rows = list(self.recent)[:b]
+            number = self.blocks
+            self.blocks += 1
+            return number, np.stack([r[0] for r in rows]).astype(np.float32), rows[0][1], rows[-1][1], rows[-1][2]
+        return None
+
+
+# ------------------------------------------------------------------------------------ the pipeline
+
+class StreamPipeline:
+    """Frames in (`push`), events out, bounded state. See the module docstring for the look-ahead.
+
+    `detector`: the verdict (`lrnet.detector.Detector`); `options`: tracking settings
+    (`ExtractOptions`: detection rhythm, ``max_reused``, ``confirm`` ...; its ``fps`` is ignored:
+    the frame-rate plan comes from `fps_policy`, the weights' rate and `source_fps`, the nominal
+    rate when known, 0 for a live source); `live`: rolling window and alert rule; `collect`: keep
+    every landmark row and block for `record` (what `lrnet detect` needs for its outputs).
+    """
+
+    def __init__(self, detector: Detector, options: Optional[ExtractOptions] = None,
+                 live: Optional[LiveOptions] = None, *, source_fps: float = 0.0, fps_policy: str = "resample",
+                 collect: bool = False, landmarker: Optional[Landmarker] = None, name: str = "stream"):
+        self.detector = detector
+        self.options = replace(options or ExtractOptions(), fps=None)
+        self.options.check()
+        self.live = live or LiveOptions()
+        self.live.check()
+        self.plan = plan_frame_rate(source_fps, detector.fps, fps_policy)
+        self.resampler = Resampler(self.plan.target)
+        self.collect = collect
+        self.record = StreamRecord() if collect else None
+        self.landmarker = landmarker
+        self.name = name
+        self.stats = VideoStats(video=name, fps=source_fps)
+        self.tracker: Optional[FaceTracker] = None
+        self.size: Optional[Tuple[int, int]] = None
+        self.images: Deque[Tuple[int, np.ndarray]] = deque()  # (row, image) of rows not yet final
+        self.handed = 0  # rows handed on from the current tracker
+        self.row_base = 0  # rows of earlier trackers (resolution changes)
+        self.segment: Optional[_Segment] = None
+        self.segments = 0
+        self.segmenter = StreamSegmenter(self.options.max_reused)
+        self.block_probs: Dict[str, List[float]] = {b: [] for b in detector.branches}
+        self.window: Deque[float] = deque(maxlen=self.live.window)
+        self.alert_span: Deque[float] = deque(maxlen=self.live.alert[1] if self.live.alert else 1)
+        self.alerting = False
+        self.alerts = 0
+        self.cuts: List[float] = []
+        self.frame_times: Deque[float] = deque(maxlen=60)  # recent selected-frame times, for the frame interval
+        self.arrival: Dict[int, float] = {}  # row -> wall-clock time it was pushed (latency)
+        self.latencies: Deque[float] = deque(maxlen=10_000)
+        self.first_time: Optional[float] = None
+        self.last_time = 0.0
+        self.t_calibration = 0.0
+        self.t_scoring = 0.0
+        self.padded = 0
+        self.lk_rejected = 0
+        self.closed = False
+
+    # -------------------------------------------------------------------------------- input
+
+    def push(self, frame: Frame) -> List[Event]:
+        """Take the next decoded frame (in time order); return the events it completed."""
+        if self.closed:
+            raise RuntimeError("the pipeline is closed")
+        self.stats.frames += 1
+        events: List[Event] = []
+        for kept in self.resampler.push(frame):
+            events += self._selected(kept)
+        return events
+
+    def gap(self, reason: str) -> List[Event]:
+        """The source stalled or reconnected: what is held is finished and the next frame starts a new
+        segment (a gap is never bridged by frozen landmarks)."""
+        events = self._drain_resampler()
+        events += self._end_tracker(f"gap in the source ({reason})")
+        events.append(Event("gap", {"time_s": round(self.last_time, 3), "reason": reason}))
+        return events
+
+    def close(self) -> List[Event]:
+        """End of the stream: flush everything held; the last event is the ``summary``."""
+        if self.closed:
+            return []
+        events = self._drain_resampler()
+        events += self._end_tracker("end of the stream")
+        self.closed = True
+        events.append(Event("summary", self.summary()))
+        return events
+
+    def _drain_resampler(self) -> List[Event]:
+        events: List[Event] = []
+        for kept in self.resampler.close():
+            events += self._selected(kept)
+        return events
+
+    # ----------------------------------------------------------------------------- tracking
+
+    def _selected(self, frame: Frame) -> List[Event]:
+        events: List[Event] = []
+        h, w = frame.image.shape[:2]
+        if self.size != (w, h):
+            if self.size is not None:
+                events += self._end_tracker("the frame size changed")
+                events.append(Event("resolution", {"time_s": round(frame.time, 3), "width": w, "height": h,
+                                                   "previous": list(self.size)}))
+            self._new_tracker(w, h)
+        assert self.tracker is not None
+        if self.first_time is None:
+            self.first_time = frame.time
+        self.last_time = frame.time
+        self.frame_times.append(frame.time)
+        self.stats.selected += 1
+        row = self.row_base + self.tracker.offset + len(self.tracker.status)
+        self.arrival[row] = time.perf_counter()
+        cuts_before = len(self.tracker.cut_rows)
+        self.tracker.step(frame)
+        self.images.append((row, frame.image))
+        if len(self.tracker.cut_rows) > cuts_before:
+            self.stats.cuts += 1
+        return events + self._hand_on(self.tracker.final_rows())
+
+    def _new_tracker(self, width: int, height: int) -> None:
+        if self.tracker is not None:
+            self.row_base += self.tracker.offset + len(self.tracker.status)
+        info = VideoInfo(self.name, width, height, 0, self.stats.fps, 0.0)
+        self.stats.width, self.stats.height = width, height
+        self.tracker = FaceTracker(self.options, info, self.stats, self.landmarker, keep_regions=False)
+        self.size = (width, height)
+        self.handed = 0
+        self.images.clear()
+
+    def _end_tracker(self, reason: str) -> List[Event]:
+        """Hand on every held row, then close the open segment and forget the track."""
+        if self.tracker is None:
+            return []
+        tracker = self.tracker
+        events = self._hand_on(tracker.offset + len(tracker.status))
+        events += self._act(self.segmenter.close(reason))
+        tracker.lose_track()  # the next face starts a new track
+        return events
+
+    def _hand_on(self, upto: int) -> List[Event]:
+        """Rows of the current tracker before `upto` (tracker numbering) are final: pass them on."""
+        tracker = self.tracker
+        assert tracker is not None
+        events: List[Event] = []
+        cut_rows = set(tracker.cut_rows[-8:])
+        for local in range(tracker.offset, upto):
+            row = self.row_base + local
+            while self.images and self.images[0][0] < row:
+                self.images.popleft()
+            image = self.images[0][1] if self.images and self.images[0][0] == row else None
+            index, t, status, track, shape = tracker.record(local)
+            if local in cut_rows:
+                self.cuts.append(float(t))
+                events.append(Event("cut", {"time_s": round(float(t), 3)}))
+            region = _region(image, shape) if image is not None and status != NO_FACE else None
+            events += self._segmenter(_Row(row, int(index), float(t), int(status), int(track), shape, region))
+        tracker.trim(upto)
+        return events
+
+    # ---------------------------------------------------------------------------- segmenter
+
+    def _segmenter(self, row: _Row) -> List[Event]:
+        """Pass a final row through `lrnet.segments.StreamSegmenter` and act on its decisions."""
+        return self._act(self.segmenter.push(row, row.status, row.track))
+
+    def _act(self, actions) -> List[Event]:
+        events: List[Event] = []
+        for action, row, detail in actions:
+            if action == "end":
+                events += self._end_segment(str(detail))
+            elif action == "drop":
+                self.arrival.pop(row.row, None)
+                if row.status == NO_FACE:
+                    self.stats.skipped += 1
+                else:
+                    self.stats.dropped += 1
+            else:
+                if row.status == FACE:
+                    self.stats.landmarked += 1
+                else:
+                    self.stats.reused += 1
+                events += self._kept(row, bool(detail))
+        return events
+
+    def _kept(self, row: _Row, new_segment: bool) -> List[Event]:
+        events: List[Event] = []
+        if new_segment and self.segment is not None:
+            events += self._end_segment("new face track")
+        if self.segment is None:
+            assert self.size is not None
+            self.segment = _Segment(self.segments, row.track, self.detector.block_size, *self.size, row.time)
+            self.segments += 1
+            if self.record is not None:
+                start = len(self.record.times)
+                self.record.segments.append(Segment(start, start))
+            events.append(Event("face_found", {"time_s": round(row.time, 3), "segment": self.segment.number}))
+        started = time.perf_counter()
+        done = self.segment.add(row)
+        self.t_calibration += time.perf_counter() - started
+        return events + self._calibrated(done)
+
+    def _end_segment(self, reason: str) -> List[Event]:
+        segment = self.segment
+        if segment is None:
+            return []
+        started = time.perf_counter()
+        done = segment.finish()
+        self.t_calibration += time.perf_counter() - started
+        events = self._calibrated(done)
+        self.segment = None
+        self.lk_rejected += segment.lk_rejected
+        self.padded += segment.padded
+        if self.record is not None:
+            self.record.face_sizes.append(segment.face_size)
+        events.append(Event("face_lost", {"time_s": round(segment.last_time + self._frame_interval(), 3),
+                                          "segment": segment.number, "frames": segment.rows,
+                                          "blocks": segment.blocks, "reason": reason}))
+        return events
+
+    # --------------------------------------------------------------------------- calibrated rows
+
+    def _calibrated(self, done) -> List[Event]:
+        events: List[Event] = []
+        segment = self.segment
+        assert segment is not None
+        for row, box, points, detection, sequence_row in done:
+            if self.record is not None:
+                rec = self.record
+                rec.raw.append(row.shape)
+                rec.points.append(points)
+                rec.detections.append(detection)
+                rec.boxes.append(box)
+                rec.sequence.append(sequence_row)
+                rec.times.append(row.time)
+                rec.frame_index.append(row.index)
+                last = rec.segments[-1]
+                rec.segments[-1] = Segment(last.start, last.stop + 1)
+            block = segment.push_row(sequence_row, row.time, self.arrival.pop(row.row, None))
+            if block is not None:
+                events.append(self._score(segment, block))
+        return events
+
+    def _frame_interval(self) -> float:
+        if self.plan.target:
+            return 1.0 / self.plan.target
+        t = self.frame_times
+        if len(t) > 1 and t[-1] > t[0]:
+            return (t[-1] - t[0]) / (len(t) - 1)
+        return 1.0 / (self.plan.source or DEFAULT_FPS)
+
+    def _score(self, segment: _Segment, block: Tuple[int, np.ndarray, float, float, Optional[float]]) -> Event:
+        number, blocks, start, last, arrived = block
+        started = time.perf_counter()
+        probs = self.detector.branch_probabilities(blocks[None])
+        merged = float(merge_branches(probs)[0])
+        self.t_scoring += time.perf_counter() - started
+        index = len(next(iter(self.block_probs.values())))
+        for b in self.detector.branches:
+            self.block_probs[b].append(float(probs[b][0]))
+        if self.record is not None:
+            self.record.block_segment.append(segment.number)
+            self.record.block_start_row.append(len(self.record.times) - 1 - self.detector.block_size)
+        self.window.append(merged)
+        self.alert_span.append(merged)
+        rolling = self._rolling()
+        raised = False
+        if self.live.alert is not None:
+            k, n = self.live.alert
+            holds = sum(p >= THRESHOLD for p in self.alert_span) >= k
+            raised = holds and not self.alerting
+            self.alerting = holds
+            self.alerts += raised
+        latency = time.perf_counter() - arrived if arrived is not None else None
+        if latency is not None:
+            self.latencies.append(latency)
+        data: Dict[str, Any] = {"index": index, "segment": segment.number, "start_s": round(start, 3),
+                "end_s": round(last + self._frame_interval(), 3), "p_fake": round(merged, 6),
+                **{f"p_{b}": round(float(probs[b][0]), 6) if b in probs else None for b in ("g1", "g2")},
+                "rolling": rolling, "alert": self.alerting,
+                "latency_s": None if latency is None else round(latency, 4)}
+        event = Event("block", data)
+        if raised:
+            k, n = self.live.alert or (0, 0)
+            data["alert_raised"] = f"{k} of the last {n} blocks look fake"
+        return event
+
+    def _rolling(self) -> Dict[str, Any]:
+        scores = np.asarray(self.window, dtype=np.float32)
+        score, interval, call, verdict = self.detector.group_verdicts(scores, np.zeros(len(scores), np.int64), 1)
+        return {"blocks": len(scores), "score": round(float(score[0]), 6), "verdict": str(verdict[0]),
+                "call": str(call[0]), "interval": [round(float(v), 6) for v in interval[0]]}
+
+    # ------------------------------------------------------------------------------- summary
+
+    def video_result(self):
+        """The whole stream's `lrnet.scoring.VideoResult`: every block, the detector's aggregation."""
+        per_branch = {b: np.asarray(v, np.float32) for b, v in self.block_probs.items()}
+        frames = self.stats.landmarked + self.stats.reused
+        return self.detector.judge(per_branch, frames, self.name)
+
+    def summary(self) -> Dict[str, Any]:
+        """What a ``summary`` event says: the whole stream's verdict and counts."""
+        result = self.video_result()
+        lat = np.asarray(self.latencies) if self.latencies else None
+        return {**result.to_dict(), "decoded_frames": self.stats.frames, "selected_frames": self.stats.selected,
+                "landmarked": self.stats.landmarked, "reused": self.stats.reused, "skipped": self.stats.skipped,
+                "dropped_frames": self.stats.dropped, "segments": self.segments,
+                "cuts": [round(c, 3) for c in self.cuts], "alerts": self.alerts,
+                "duration_s": round((self.last_time - self.first_time) + self._frame_interval(), 3)
+                if self.first_time is not None else 0.0,
+                "fps_used": self.plan.used or _rate(self.frame_times), "fps_warning": self.plan.warning,
+                "latency_s": None if lat is None else {"p50": round(float(np.percentile(lat, 50)), 4),
+                                                       "p95": round(float(np.percentile(lat, 95)), 4)},
+                **self.detector.describe()}
+
+
+def _rate(times: Deque[float]) -> float:
+    t = list(times)
+    return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+
+def _region(image: np.ndarray, shape: np.ndarray) -> Tuple[int, int, np.ndarray]:
+    """A copy of the square around the face, ``REGION_MARGIN`` x its face box, clipped to the frame."""
+    lo, hi = shape.min(axis=0), shape.max(axis=0)
+    centre = np.floor((lo + hi) / 2)
+    size = float((hi - lo).max())
+    half = int(math.ceil(0.5 * BOX_SCALE * REGION_MARGIN * max(size, 1.0))) + 3
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(centre[0]) - half), max(0, int(centre[1]) - half)
+    return x0, y0, image[y0:min(h, y0 + 2 * half + 2), x0:min(w, x0 + 2 * half + 2)].copy()
+
+
+def check_frame(frame: Frame, where: str) -> None:
+    """A frame the pipeline can take: a BGR ``(h, w, 3)`` uint8 image (else `LrnetError`)."""
+    image = frame.image
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        raise LrnetError(f"{where}: frame {frame.index} is not a BGR image")
