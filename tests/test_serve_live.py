@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -26,19 +27,54 @@ from test_serve import Server, make_faceless_video
 TOKEN = "live-token"
 EVENT_TIMEOUT = 90.0  # seconds; the worker imports torch and loads dlib and the weights on a busy 2-core box
 GONE_TIMEOUT = 20.0  # seconds for a session's worker process to be gone after its end
+PACE = 10.0  # frames per second sent by the block test: a third of real time, which a loaded 2-core box keeps up
 
 
 # ------------------------------------------------------------------------------ helpers
 
-class LiveClient:
-    """An aiortc peer that sends a video file as its camera and collects the server's events."""
+def paced_track(video: Path, pace: float):
+    """An aiortc video track of `video`'s frames stamped with their own times (pts) but sent at `pace`
+    frames per wall-clock second: the server must go by the stamps, and a slow shared machine keeps up."""
+    import av
+    from aiortc import VideoStreamTrack
 
-    def __init__(self, server: Server, video: Path, token: Optional[str] = TOKEN, **options: Any):
-        self.server, self.video, self.token, self.options = server, video, token, options
+    class Paced(VideoStreamTrack):
+        def __init__(self) -> None:
+            super().__init__()
+            self.container = av.open(str(video))
+            self.frames = self.container.decode(video=0)
+            self.next = 0.0
+
+        async def recv(self):
+            now = time.monotonic()
+            self.next = max(self.next, now) + 1.0 / pace
+            await asyncio.sleep(self.next - 1.0 / pace - now)
+            try:
+                frame = next(self.frames)
+            except StopIteration:
+                self.stop()
+                raise
+            frame.pts, frame.time_base = round(frame.time * 90000), Fraction(1, 90000)
+            return frame
+
+    return Paced()
+
+
+class LiveClient:
+    """An aiortc peer that sends a video file as its camera and collects the server's events.
+
+    `pace`: send the frames at this many per second, stamped with their own times (see
+    `paced_track`); None: aiortc's MediaPlayer plays the file at its own rate.
+    """
+
+    def __init__(self, server: Server, video: Path, token: Optional[str] = TOKEN, pace: Optional[float] = None,
+                 **options: Any):
+        self.server, self.video, self.token, self.options, self.pace = server, video, token, options, pace
         self.events: List[Dict[str, Any]] = []
         self.pc: Any = None
         self.channel: Any = None
         self.player: Any = None
+        self.track: Any = None
         self.answer: Dict[str, Any] = {}
         self._changed: Optional[asyncio.Event] = None
 
@@ -49,8 +85,12 @@ class LiveClient:
 
         self._changed = asyncio.Event()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.player = MediaPlayer(str(self.video))
-        self.pc.addTrack(self.player.video)
+        if self.pace is None:
+            self.player = MediaPlayer(str(self.video))
+            self.pc.addTrack(self.player.video)
+        else:
+            self.track = paced_track(self.video, self.pace)
+            self.pc.addTrack(self.track)
         self.channel = self.pc.createDataChannel("lrnet")
         self.channel.on("message", self._on_message)
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -99,6 +139,8 @@ class LiveClient:
     async def close(self) -> None:
         if self.player is not None and self.player.video is not None:
             self.player.video.stop()
+        if self.track is not None:
+            self.track.stop()
         if self.pc is not None:
             await self.pc.close()
 
@@ -160,7 +202,7 @@ def faceless(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_blocks_arrive_over_the_data_channel_and_stop_flushes_a_summary(live_server, reference):
     async def run() -> LiveClient:
-        client = LiveClient(live_server, reference / "videos" / "dfo_real.mp4", window=3, alert="2/3")
+        client = LiveClient(live_server, reference / "videos" / "dfo_real.mp4", pace=PACE, window=3, alert="2/3")
         response = await client.start()
         assert response.status_code == 201, response.text
         assert response.headers["Location"] == f"/api/v1/live/{client.answer['id']}"
@@ -195,7 +237,8 @@ def test_blocks_arrive_over_the_data_channel_and_stop_flushes_a_summary(live_ser
     assert client.events[-1]["reason"] == "stopped by the client"
     wait_gone(client.worker_pids)  # type: ignore[attr-defined]
     wait_no_sessions(live_server)
-    print(f"live: 3 blocks {client.first_blocks_s:.1f} s after ready; lag {[b['lag_s'] for b in blocks]}")  # type: ignore[attr-defined]
+    took = client.first_blocks_s  # type: ignore[attr-defined]
+    print(f"live: 3 blocks {took:.1f} s after ready; lag {[b['lag_s'] for b in blocks]}")
 
 
 @pytest.mark.slow

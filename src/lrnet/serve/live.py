@@ -8,11 +8,11 @@ own that runs `lrnet.stream.StreamPipeline`. Every event the pipeline yields goe
 data channel as one JSON text message (see `LIVE_EVENTS`).
 
 Bounded everywhere: at most ``max_live`` sessions (one more is refused with 503 and Retry-After);
-at most `MAX_QUEUED` frames wait for a session's worker, and frames that arrive while the queue is
-full are dropped at the server and counted (``behind`` in block events, a ``behind`` event at most
-once a second while it lasts). A session ends, and its worker process is stopped, when the client
-sends ``{"type": "stop"}``, closes the data channel or the peer connection, the track ends, no frame
-arrives for `IDLE_LIMIT` seconds, ``DELETE /api/v1/live/{id}`` is called, or the server stops.
+at most `MAX_QUEUED` frames wait for a session's worker; when it is full, frames are dropped at the
+server until the worker has caught up, and counted (``behind`` in block events, a ``behind`` event
+at most once a second while it lasts); the pipeline marks a gap there, so no block spans a drop.
+A session ends, and its worker process is stopped, when the client sends ``{"type": "stop"}``,
+closes the data channel or the peer connection, the track ends, no frame arrives for `IDLE_LIMIT` seconds, ``DELETE /api/v1/live/{id}`` is called, or the server stops.
 Workers also die with the server (the die-with-parent helper of `lrnet.serve.workers`).
 """
 
@@ -47,7 +47,7 @@ __all__ = ["LIVE_CHANNEL", "LIVE_EVENTS", "LiveFull", "LiveManager", "LiveReques
 log = logging.getLogger(__name__)
 
 LIVE_CHANNEL = "lrnet"  # label of the data channel the client opens; events are sent on it
-MAX_QUEUED = 8  # frames waiting for a session's worker (about 0.3 s at 30 fps); more are dropped
+MAX_QUEUED = 32  # frames waiting for a session's worker (about 1 s at 30 fps; 44 MB at 720p); then frames drop
 IDLE_LIMIT = 30.0  # seconds without a frame (or without a track at the start) before a session ends
 STOP_GRACE = 10.0  # seconds a worker gets to score its last blocks and send the summary
 MAX_PENDING = 256  # events kept for a data channel that is not open yet
@@ -58,17 +58,21 @@ DEFAULT_WINDOW = 10
 DEFAULT_ALERT = (3, 5)  # K of the last N blocks fake; the default of `lrnet watch --alert`
 
 LIVE_EVENTS = {
-    "status": "the session's state: starting (worker loading), ready (with the detector's facts), ended (reason)",
-    "block": "one scored block: index, segment, start_s, end_s, p_fake, p_g1, p_g2, rolling {score, verdict, "
-             "interval, blocks}, alert; the server adds behind (frames dropped so far) and lag_s",
-    "cut": "a shot change: the next blocks start a new segment",
-    "face_lost": "no face tracked any more", "face_found": "a face is tracked again",
-    "stall": "the source stopped delivering frames for a while",
-    "alert": "the alert rule (K of the last N blocks fake) fired",
-    "behind": "the worker fell behind real time: frames were dropped at the server (dropped, dropped_total)",
-    "summary": "the last pipeline event: totals of the session (the server adds frames_received, frames_dropped)",
+    "status": "the session's state: starting (worker taken), ready (with the detector's facts), ended (reason, counts)",
+    "block": "one scored block: index, segment, start_s, end_s, p_fake, p_g1, p_g2, rolling {score, verdict, call, "
+             "interval, blocks} over the last `window` blocks, alert (the rule holds), alert_raised (text, when it "
+             "starts to hold), latency_s (worker); the server adds behind (frames dropped so far) and lag_s",
+    "cut": "a shot change (time_s): the next blocks start a new segment",
+    "face_lost": "no face tracked any more (time_s)", "face_found": "a face is tracked again (time_s, segment)",
+    "gap": "no frame for more than GAP_S seconds (time_s, reason): a segment boundary, never bridged",
+    "resolution": "the sender changed the frame size (time_s, width, height, previous): a new segment",
+    "behind": "the worker fell behind real time: frames were dropped at the server (time_s, dropped, "
+              "dropped_total), at most once a second",
+    "summary": "the last pipeline event: the whole session's verdict and counts (the server adds frames_received, "
+               "frames_dropped, frames_warmup)",
     "error": "the session failed (message); it ends next",
 }
+GAP_S = 1.0  # seconds between two frames' times that count as a stall of the source (a segment boundary)
 
 LIVE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["sdp", "type"], "properties": {
@@ -147,11 +151,12 @@ def live_worker_main(frames: Connection, events: Connection, parent: int, weight
 
     Loads `weights` (and builds one pipeline, so first-use costs are paid) before it is needed: the
     server keeps one such worker warm. Then receives on `frames` the session's settings
-    ``{"weights", "window", "alert"}``, then ``(index, time_s, image)`` tuples (image BGR ``(h, w, 3)``
-    uint8) until ``None`` or the pipe closes, and flushes the pipeline. Sends event dicts on
-    `events`: ``{"type": "status", "state": "loaded"}`` (for the server), ``{"type": "status",
-    "state": "ready", ...}`` with the detector's facts (or ``{"type": "error", "message"}``), then
-    the pipeline's events.
+    ``{"weights", "window", "alert"}``, then ``(index, time_s, image, skipped)`` tuples (image BGR
+    ``(h, w, 3)`` uint8; `skipped` frames were dropped by the server just before it: a gap) until
+    ``None`` or the pipe closes, and flushes the pipeline. Sends event dicts on `events`:
+    ``{"type": "status", "state": "loaded"}`` (for the server), ``{"type": "status", "state":
+    "ready", ...}`` with the detector's facts (or ``{"type": "error", "message"}``), then the
+    pipeline's events.
     """
     from .workers import _die_with_parent
 
@@ -189,6 +194,7 @@ def live_worker_main(frames: Connection, events: Connection, parent: int, weight
         alert = tuple(settings["alert"]) if settings.get("alert") else None
         pipe = StreamPipeline(detector, live=LiveOptions(window=settings["window"], alert=alert))
         events.send({"type": "status", "state": "ready", **detector.describe()})
+        last_time: Optional[float] = None
         while True:
             try:
                 item = frames.recv()
@@ -196,7 +202,16 @@ def live_worker_main(frames: Connection, events: Connection, parent: int, weight
                 item = None
             if item is None:
                 break
-            index, seconds, image = item
+            index, seconds, image, skipped = item
+            reason = None
+            if skipped:  # the server dropped frames before this one: never bridge them
+                reason = f"{skipped} frame(s) dropped: the server fell behind real time"
+            elif last_time is not None and seconds - last_time > GAP_S:  # the sender paused (hidden tab, stall)
+                reason = f"no frame for {seconds - last_time:.1f} s"
+            if reason is not None and last_time is not None:
+                for event in pipe.gap(reason):
+                    events.send(event.to_dict())
+            last_time = seconds
             for event in pipe.push(Frame(index, seconds, image)):
                 events.send(event.to_dict())
         for event in pipe.close():
@@ -298,6 +313,8 @@ class LiveSession:
     received: int = 0  # frames read from the track
     warmup: int = 0  # frames read while the worker was still loading (not scored)
     dropped: int = 0  # frames dropped because the worker was behind
+    skipping: bool = False  # dropping frames until the worker has emptied the queue
+    skipped: int = 0  # frames dropped since the last one queued
     blocks: int = 0
     first_arrival: Optional[float] = None  # monotonic time of the first frame
     first_time: Optional[float] = None  # the first frame's own time (s)
@@ -351,7 +368,13 @@ class LiveSession:
 
     # ------------------------------------------------------------------ frames to the worker
     def on_frame(self, frame: Any) -> None:
-        """A decoded frame from the track (on the loop): queue it for the worker, or drop it."""
+        """A decoded frame from the track (on the loop): queue it for the worker, or drop it.
+
+        A worker that falls behind fills the queue; from then on frames are dropped until it has
+        emptied the queue, and the next frame carries the count of frames dropped before it (the
+        worker marks a gap there). So every block is made of consecutive frames: a slow machine
+        gives fewer blocks, not blocks of frames torn apart.
+        """
         now = time.monotonic()
         self.last_frame = now
         index = self.received
@@ -362,16 +385,22 @@ class LiveSession:
         seconds = float(frame.time) if frame.time is not None else now
         if self.first_time is None:
             self.first_time, self.first_arrival = seconds, now
-        try:
-            self.queue.put_nowait((index, seconds - self.first_time, frame))
-        except queue.Full:
-            self.dropped += 1
-            mark_time, mark_count = self.behind_mark
-            if now - mark_time >= BEHIND_EVERY:
-                self.emit({"type": "behind", "time_s": round(seconds - self.first_time, 3),
-                           "dropped": self.dropped - mark_count, "dropped_total": self.dropped,
-                           "queued": MAX_QUEUED})
-                self.behind_mark = (now, self.dropped)
+        if self.skipping and self.queue.empty():
+            self.skipping = False
+        if not self.skipping:
+            try:
+                self.queue.put_nowait((index, seconds - self.first_time, frame, self.skipped))
+                self.skipped = 0
+                return
+            except queue.Full:
+                self.skipping = True
+        self.dropped += 1
+        self.skipped += 1
+        mark_time, mark_count = self.behind_mark
+        if now - mark_time >= BEHIND_EVERY:
+            self.emit({"type": "behind", "time_s": round(seconds - self.first_time, 3),
+                       "dropped": self.dropped - mark_count, "dropped_total": self.dropped})
+            self.behind_mark = (now, self.dropped)
 
     def sender(self) -> None:
         """Thread: convert queued frames to BGR arrays and send them to the worker (blocks while it works)."""
@@ -381,8 +410,8 @@ class LiveSession:
                 if item is None:
                     self.worker.frames.send(None)
                     return
-                index, seconds, frame = item
-                self.worker.frames.send((index, seconds, frame.to_ndarray(format="bgr24")))
+                index, seconds, frame, skipped = item
+                self.worker.frames.send((index, seconds, frame.to_ndarray(format="bgr24"), skipped))
             except (BrokenPipeError, EOFError, OSError, ValueError):
                 return  # the worker is gone: the reader thread reports it
 

@@ -191,14 +191,14 @@ function liveEvent(event) {
   if (!live.record) return;
   live.record.events.push(Object.assign({ received_ms: Math.round(performance.now() - live.started) }, event));
   const handler = {
-    status: liveOnStatus, block: liveOnBlock, alert: liveOnAlert, summary: liveOnSummary,
+    status: liveOnStatus, block: liveOnBlock, summary: liveOnSummary,
     error: (e) => { $("live-error").textContent = e.message; },
     behind: (e) => liveLog(`${fmt(e.time_s, 1)} s: the server fell behind and dropped ${e.dropped} frame(s) (${e.dropped_total} so far)`),
     cut: (e) => liveLog(`${fmt(e.time_s, 1)} s: shot change; the next blocks start a new segment`),
     face_lost: (e) => liveLog(`${fmt(e.time_s, 1)} s: face lost`),
     face_found: (e) => liveLog(`${fmt(e.time_s, 1)} s: face found`),
-    stall: (e) => liveLog(`${fmt(e.time_s, 1)} s: the video stalled`),
-    gap: (e) => liveLog(`${fmt(e.time_s, 1)} s: gap in the video (${e.reason || "no frames"})`),
+    gap: (e) => liveLog(`${fmt(e.time_s, 1)} s: ${e.reason || "gap in the video"}; a new segment starts`),
+    resolution: (e) => liveLog(`${fmt(e.time_s, 1)} s: the picture size changed to ${e.width}×${e.height}; a new segment starts`),
   }[event.type];
   if (handler) handler(event);
 }
@@ -232,10 +232,6 @@ function liveOnBlock(b) {
   }
   if (b.alert_raised) liveAlarm(`Alert at ${fmt(b.end_s, 1)} s: ${b.alert_raised}.`);
   if (b.index === 0 && /^Live/.test($("live-status").textContent)) liveStatus("Live.");
-}
-
-function liveOnAlert(e) {
-  liveAlarm(`Alert at ${fmt(e.time_s ?? e.end_s, 1)} s: ${e.message || e.rule || "the alert rule fired"}.`);
 }
 
 function liveOnSummary(e) {
