@@ -611,8 +611,11 @@ class LiveManager:
         if session.state in ("ending", "ended"):
             await session.ended.wait()
             return
+        was_live = session.state == "live"
         session.state, session.end_reason = "ending", reason
         try:
+            if not was_live:  # the worker has not started this session's pipeline: nothing to flush
+                session.worker.process.kill()
             for task in session.tasks:
                 if task.get_name() in ("track", "watch") and task is not asyncio.current_task():
                     task.cancel()
