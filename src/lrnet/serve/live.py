@@ -670,11 +670,19 @@ def _manager(request: Request) -> LiveManager:
     return request.app.state.live
 
 
+LIVE_DESCRIPTION = (
+    f"Answer a WebRTC offer holding one video track and a data channel labelled '{LIVE_CHANNEL}' (gather the "
+    "ICE candidates first: no trickle). The server runs the streaming pipeline on the video and sends one JSON "
+    "text message per event on the channel: "
+    + "; ".join(f"{kind}: {what}" for kind, what in LIVE_EVENTS.items())
+    + ". Send {\"type\": \"stop\"} on the channel to end the session (last blocks, summary, then status ended).")
+
+
 @router.post("/live", status_code=201, openapi_extra=LIVE_BODY, responses=LIVE_ANSWERS,
-             summary="Start a live check: send an SDP offer, get the answer; verdicts arrive on the data channel")
+             summary="Start a live check: send an SDP offer, get the answer; verdicts arrive on the data channel",
+             description=LIVE_DESCRIPTION)
 async def create_live(request: Request) -> JSONResponse:
-    """Answer a WebRTC offer (one video track, a data channel ``lrnet``); each block's verdict comes back
-    on the channel as a JSON text message. 503 with Retry-After when --max-live sessions run."""
+    """Answer a WebRTC offer; 503 with Retry-After when --max-live sessions run."""
     manager, service = _manager(request), request.app.state.service
     try:
         import aiortc  # noqa: F401
