@@ -185,6 +185,7 @@ def live_sessions(server: Server) -> List[Dict[str, Any]]:
 def wait_spare(server: Server) -> None:
     """Until the server's warm worker (the one the next session takes) has loaded its models."""
     deadline = time.monotonic() + SPARE_LIMIT
+    assert server.session.post(server.url + "/api/v1/live/warm", timeout=30).status_code == 202
     while server.get("/api/v1/live").json()["spare"] != "ready":
         assert time.monotonic() < deadline, "the spare live worker did not load"
         time.sleep(0.5)

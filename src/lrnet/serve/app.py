@@ -323,7 +323,6 @@ def create_app(service: Service) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.live.start()
         yield
         await app.state.live.close()
         await run_in_threadpool(service.close)

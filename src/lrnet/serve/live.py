@@ -440,9 +440,10 @@ class LiveSession:
 class LiveManager:
     """The live sessions of one server: at most `max_live`, each with its own worker process.
 
-    One more worker is kept loaded and waiting (a spare), so a session starts in well under a
-    second rather than the many seconds that importing torch and loading the landmark models take;
-    a session takes the spare and a new spare is started. Workers are never reused across sessions.
+    Once live mode is used (`start`: the page's Live tab opening, or the first session), one more
+    worker is kept loaded and waiting (a spare), so a session starts in well under a second rather
+    than the many seconds that importing torch and loading the landmark models take; a session
+    takes the spare and a new spare is started. Workers are never reused across sessions.
     """
 
     def __init__(self, max_live: int, weights: str, idle_limit: float = IDLE_LIMIT):
@@ -717,7 +718,17 @@ def _session(request: Request, session_id: str) -> LiveSession:
     return session
 
 
-@router.get("/live", summary="Live sessions running now, and the limit")
+@router.post("/live/warm", status_code=202, summary="Load a live worker now, so the next session starts at once")
+def warm_live(request: Request) -> Dict[str, Any]:
+    """The page calls this when its Live tab opens: loading torch and the landmark models takes seconds."""
+    manager = _manager(request)
+    if manager.max_live == 0:
+        raise HTTPException(404, "live mode is off on this server (--max-live 0)")
+    manager.start()
+    return {"spare": manager.view()["spare"] or "loading"}
+
+
+@router.get("/live", summary="Live sessions running now, the limit, and the spare worker's state")
 def list_live(request: Request) -> Dict[str, Any]:
     return _manager(request).view()
 

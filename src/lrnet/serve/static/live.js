@@ -18,7 +18,10 @@ function liveSelectTab(which) {
     tab.tabIndex = on ? 0 : -1;
     $("view-" + name).hidden = !on;
   }
-  if (which === "live") liveFillWeights();
+  if (which === "live") {
+    liveFillWeights();
+    api("/api/v1/live/warm", { method: "POST" }).catch(() => null); // the server loads a worker while you choose
+  }
 }
 
 function liveWireTabs() {
