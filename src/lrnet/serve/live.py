@@ -64,7 +64,8 @@ LIVE_EVENTS = {
              "starts to hold), latency_s (worker); the server adds behind (frames dropped so far) and lag_s",
     "cut": "a shot change (time_s): the next blocks start a new segment",
     "face_lost": "no face tracked any more (time_s)", "face_found": "a face is tracked again (time_s, segment)",
-    "gap": "no frame for more than GAP_S seconds (time_s, reason): a segment boundary, never bridged",
+    "gap": "a segment boundary, never bridged (time_s, reason, cause): the sender sent no frame for over GAP_S s "
+           "(cause 'stall'), or the server dropped frames (cause 'behind')",
     "resolution": "the sender changed the frame size (time_s, width, height, previous): a new segment",
     "behind": "the worker fell behind real time: frames were dropped at the server (time_s, dropped, "
               "dropped_total), at most once a second",
@@ -87,6 +88,7 @@ LIVE_BODY = {"requestBody": {"required": True, "content": {"application/json": {
 LIVE_ANSWERS: Dict[int | str, Dict[str, Any]] = {
     400: {"description": "not a JSON offer, an SDP that cannot be negotiated, or no data channel in the offer"},
     401: {"description": "missing or wrong token (servers started with --token)"},
+    404: {"description": "live mode is off on this server (--max-live 0)"},
     422: {"description": "unknown weights, or a window / alert rule out of range"},
     501: {"description": "this server was installed without aiortc"},
     503: {"description": "--max-live sessions are running; retry after the Retry-After header's seconds"}}
@@ -203,14 +205,17 @@ def live_worker_main(frames: Connection, events: Connection, parent: int, weight
             if item is None:
                 break
             index, seconds, image, skipped = item
-            reason = None
+            reason, cause = None, "stall"
             if skipped:  # the server dropped frames before this one: never bridge them
-                reason = f"{skipped} frame(s) dropped: the server fell behind real time"
+                reason, cause = f"{skipped} frame(s) dropped: the server fell behind real time", "behind"
             elif last_time is not None and seconds - last_time > GAP_S:  # the sender paused (hidden tab, stall)
                 reason = f"no frame for {seconds - last_time:.1f} s"
             if reason is not None and last_time is not None:
                 for event in pipe.gap(reason):
-                    events.send(event.to_dict())
+                    out = event.to_dict()
+                    if out["type"] == "gap":
+                        out["cause"] = cause  # "behind" (frames dropped by the server) or "stall" (the sender)
+                    events.send(out)
             last_time = seconds
             for event in pipe.push(Frame(index, seconds, image)):
                 events.send(event.to_dict())
@@ -689,6 +694,8 @@ async def create_live(request: Request) -> JSONResponse:
         import aiortc  # noqa: F401
     except ImportError:
         raise HTTPException(501, "live mode needs aiortc on the server (pip install 'lrnet[serve]')") from None
+    if manager.max_live == 0:
+        raise HTTPException(404, "live mode is off on this server (--max-live 0)")
     if manager.full():
         return _full(manager)
     try:

@@ -183,6 +183,7 @@ function liveReset(settings) {
   $("live-timeline").querySelectorAll(".bar").forEach((b) => b.remove());
   $("live-log").replaceChildren();
   $("live-alarm").hidden = true;
+  $("live-behind").hidden = true;
   $("live-verdict").className = "verdict";
   $("live-word").textContent = "–";
   $("live-score").textContent = "";
@@ -196,11 +197,15 @@ function liveEvent(event) {
   const handler = {
     status: liveOnStatus, block: liveOnBlock, summary: liveOnSummary,
     error: (e) => { $("live-error").textContent = e.message; },
-    behind: (e) => liveLog(`${fmt(e.time_s, 1)} s: the server fell behind and dropped ${e.dropped} frame(s) (${e.dropped_total} so far)`),
+    behind: (e) => {  // one line kept up to date, not a log entry per second
+      $("live-behind").hidden = false;
+      $("live-behind").textContent = `The server is falling behind: ${e.dropped_total} frame(s) dropped so far (last at ` +
+        `${fmt(e.time_s, 1)} s). Blocks are only made of consecutive frames, so fewer blocks arrive.`;
+    },
     cut: (e) => liveLog(`${fmt(e.time_s, 1)} s: shot change; the next blocks start a new segment`),
     face_lost: (e) => liveLog(`${fmt(e.time_s, 1)} s: face lost`),
     face_found: (e) => liveLog(`${fmt(e.time_s, 1)} s: face found`),
-    gap: (e) => liveLog(`${fmt(e.time_s, 1)} s: ${e.reason || "gap in the video"}; a new segment starts`),
+    gap: (e) => { if (e.cause !== "behind") liveLog(`${fmt(e.time_s, 1)} s: ${e.reason || "gap in the video"}; a new segment starts`); },
     resolution: (e) => liveLog(`${fmt(e.time_s, 1)} s: the picture size changed to ${e.width}×${e.height}; a new segment starts`),
   }[event.type];
   if (handler) handler(event);
