@@ -10,8 +10,9 @@ refused with 503 and Retry-After; bad offers are refused with one line; the toke
 Headless Chromium (selenium) with a fake camera playing a .y4m made at test time with ffmpeg from the
 reference videos: the Live tab must show the rolling verdict of ff_fake as "Looks fake" and of
 ff_real as "Looks real" within `VERDICT_LIMIT` seconds of pressing Start (the time taken is printed;
-``-s`` shows it). On the way: keyboard tabs, bars, Stop ends the session on the server, the session
-record downloads as JSON, nothing is loaded from elsewhere.
+``-s`` shows it). On the way: keyboard tabs, bars, Stop (ff_fake) or leaving the page (ff_real) ends
+the session on the server and its worker, the session record downloads as JSON, nothing is loaded
+from elsewhere.
 """
 
 from __future__ import annotations
@@ -321,6 +322,32 @@ def test_blocks_arrive_over_the_data_channel_and_stop_flushes_a_summary(live_ser
     print(f"\nlive: 2 blocks {took:.1f} s after ready (frames sent at {PACE:g}/s)")
 
 
+def test_a_worker_that_falls_behind_gets_runs_of_consecutive_frames_and_the_drops_are_reported():
+    """The drop rule on its own (no server): a full queue drops frames until the worker has emptied it;
+    the next frame carries the count (the worker marks a gap there), and "behind" events say so."""
+    from types import SimpleNamespace
+
+    from lrnet.serve.live import MAX_QUEUED, LiveRequest, LiveSession
+
+    session = LiveSession("x", LiveRequest("sdp", "dfo"), pc=None, worker=None, loop=None,  # type: ignore[arg-type]
+                          state="live")
+    frame = lambda i: SimpleNamespace(time=10.0 + i / 25)  # noqa: E731  (media time: 25 frames/s from 10 s)
+    for i in range(MAX_QUEUED + 5):
+        session.on_frame(frame(i))
+    assert session.queue.qsize() == MAX_QUEUED and session.dropped == 5 and session.skipping
+    behind = [json.loads(t) for t in session.pending]
+    assert [e["type"] for e in behind] == ["behind"] and behind[0]["dropped_total"] == 1
+    session.queue.get_nowait()  # the worker takes one: still behind, still dropping
+    session.on_frame(frame(MAX_QUEUED + 5))
+    assert session.dropped == 6 and session.queue.qsize() == MAX_QUEUED - 1
+    while not session.queue.empty():
+        session.queue.get_nowait()
+    session.on_frame(frame(MAX_QUEUED + 6))  # caught up: this frame goes, with the 6 dropped before it
+    index, seconds, _, skipped = session.queue.get_nowait()
+    assert (index, skipped) == (MAX_QUEUED + 6, 6) and abs(seconds - (MAX_QUEUED + 6) / 25) < 1e-9
+    assert not session.skipping and session.received == MAX_QUEUED + 7
+
+
 # ------------------------------------------------------------------------------ the page, in Chromium
 
 def make_y4m(source: Path, target: Path) -> Path:
@@ -412,6 +439,13 @@ def test_live_tab_shows_the_verdict_of_a_fake_camera(samples, live_server, tmp_p
         sessions = server.get("/api/v1/live").json()["sessions"]
         assert len(sessions) == 1
         worker = {sessions[0]["worker_pid"]}
+        blocks = len(driver.execute_script("return live.record.events.filter(e => e.type === 'block')"))
+        if name == "ff_real":  # leaving the page ends the session too
+            driver.get("about:blank")
+            wait_gone(worker)
+            wait_no_sessions(server)
+            print(f"\nlive page: {name} shown as {expected} {took:.1f} s after Start ({blocks} blocks); page left")
+            return
         driver.find_element(By.ID, "live-stop").click()
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "live-status").text.startswith("Stopped"))
         assert "stopped by the client" in driver.find_element(By.ID, "live-status").text
@@ -430,7 +464,6 @@ def test_live_tab_shows_the_verdict_of_a_fake_camera(samples, live_server, tmp_p
             "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
         assert set(origins) <= {server.url}
         driver.save_screenshot(str(tmp_path / f"live-{name}.png"))
-        print(f"\nlive page: {name} shown as {expected} {took:.1f} s after Start "
-              f"({sum(k == 'block' for k in kinds)} blocks received in all)")
+        print(f"\nlive page: {name} shown as {expected} {took:.1f} s after Start ({blocks} blocks); stopped")
     finally:
         driver.quit()
