@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m mypy
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest "$@"  # one line per test file, with a running count

@@ -15,14 +15,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "lrnet-official"
+# Where each part of the reference data comes from in the official LRNet repository (MIT licence).
+REFERENCE_SOURCE = "https://github.com/frederickszk/LRNet"
+REFERENCE_LAYOUT = (("training/weights/torch/g1.pth, g2.pth", "weights/ffpp_raw/"),
+                    ("demo/model_weights/g1.pth, g2.pth", "weights/dfo/"),
+                    ("training/weights/tf/g1.h5, g2.h5", "weights/tf_df_c23/"),
+                    ("demo/landmarks/{ff,dfo}_{real,fake}.txt", "landmarks/"),
+                    ("demo/input/{ff,dfo}_{real,fake}.mp4", "videos/"),
+                    ("calibrator/example/000_003.mp4, .csv", "calibrator/"))
 _SKIPPED_REFERENCE: list = []
+
+
+def reference_missing_reason() -> str:
+    """Why a reference test skips, and how to get the data: one line (pytest -ra prints it once)."""
+    layout = "; ".join(f"{source} -> {target}" for source, target in REFERENCE_LAYOUT)
+    return (f"reference data not found at {REFERENCE}: copy the weights, landmark files and sample videos of "
+            f"the official LRNet repository ({REFERENCE_SOURCE}) there as {layout}")
 
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
     """Root of the official LRNet reference data (weights, landmarks, videos, calibrator)."""
     if not REFERENCE.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE} (only present in the lrnet workspace)")
+        pytest.skip(reference_missing_reason())
     return REFERENCE
 
 

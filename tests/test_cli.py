@@ -132,3 +132,53 @@ def test_configure_logging_levels_and_restores_the_logger(capsys):
     with configure_logging("demo", default=logging.INFO):
         log.info("[1/3] step")
     assert capsys.readouterr().err == "lrnet demo: [1/3] step\n"
+
+
+def _parsers():
+    """Every (sub-)command's parser, keyed by its words (``("weights", "list")``)."""
+    found = {}
+
+    def walk(parser, words):
+        found[words] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, words + (name,))
+
+    walk(build_parser(), ())
+    return found
+
+
+SCREEN_LINES = 60  # an 80x60 terminal; most commands stay near 50
+
+
+def test_help_of_every_command_fits_a_screen(monkeypatch):
+    """``lrnet CMD --help`` at 80 columns is at most a screenful, long commands in argument groups."""
+    monkeypatch.setenv("COLUMNS", "80")
+    parsers = _parsers()
+    assert {("train",), ("evaluate",), ("robustness",), ("extract",), ("serve",), ("detect",)} <= set(parsers)
+    lengths = {" ".join(words): len(parser.format_help().splitlines()) for words, parser in parsers.items()}
+    too_long = {name: n for name, n in lengths.items() if n > SCREEN_LINES}
+    assert not too_long, f"--help longer than {SCREEN_LINES} lines at 80 columns: {too_long}"
+    for words in (("train",), ("evaluate",), ("robustness",), ("extract",), ("serve",)):
+        assert len(parsers[words]._action_groups) >= 4, words  # options, positionals and at least two groups
+    help_text = parsers[("evaluate",)].format_help()
+    assert help_text.startswith("usage: lrnet evaluate [options]\n")  # not ten lines of every flag
+    assert "-g, --gpu [DEVICE]" in help_text and "-d, --dataset NAME ..." in help_text  # the value named once
+
+
+def test_every_weights_flag_defaults_to_dfo():
+    """One default everywhere: the same clip gets the same verdict from detect, predict and serve."""
+    import inspect
+
+    from lrnet.cli.common import DEFAULT_WEIGHTS
+    from lrnet.detect import detect_video
+    from lrnet.serve.service import ServeConfig
+
+    assert DEFAULT_WEIGHTS == "dfo"
+    defaults = {" ".join(words): action.default for words, parser in _parsers().items()
+                for action in parser._actions if "--weights" in action.option_strings}
+    assert {"predict", "detect", "serve", "evaluate", "robustness"} <= set(defaults)
+    assert set(defaults.values()) == {"dfo"}, defaults
+    assert inspect.signature(detect_video).parameters["weights"].default == "dfo"
+    assert ServeConfig.__dataclass_fields__["weights"].default == "dfo"

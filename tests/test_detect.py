@@ -227,7 +227,8 @@ def test_a_real_video_followed_by_a_forged_one_locates_the_fake_segment(referenc
     fake_segment = result.segments[1]
     assert abs(fake_segment.start_s - 8.0) <= 30 / 25 and abs(fake_segment.end_s - 12.0) <= 30 / 25
     assert result.cuts == pytest.approx([8.0])
-    assert [(m.start_s, m.end_s) for m in result.moments] == pytest.approx([(8.0, 12.0)], abs=30 / 25)
+    assert len(result.moments) == 1
+    assert (result.moments[0].start_s, result.moments[0].end_s) == pytest.approx((8.0, 12.0), abs=30 / 25)
     assert any(n.startswith("fake moment at ") for n in result.notes), result.notes
     row = result.to_dict(with_blocks=True)
     assert row["segments"][1] == fake_segment.to_dict() and row["cuts"] == [8.0]

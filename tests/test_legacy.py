@@ -29,9 +29,9 @@ import torch
 
 from lrnet.cli import main
 from lrnet.errors import LrnetError
-from lrnet.legacy import LegacyLRNet, block_size_of, legacy_config, read_keras_branch
-from lrnet.model import ModelConfig, build_model, fake_probability
+from lrnet.model import LegacyLRNet, ModelConfig, build_model, fake_probability, legacy_config
 from lrnet.weights import resolve_weights
+from lrnet.weights.keras import block_size_of, read_keras_branch
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("keras_reference", REPO / "tools" / "keras_reference.py")
@@ -345,7 +345,7 @@ def test_convert_weights_round_trip(synthetic_pair, tmp_path, capsys):
 
 
 def test_architectures_need_no_explicit_import(synthetic_pair):
-    """A fresh interpreter that never imports lrnet.legacy can build "lrnet-tf" and resolve .h5 pairs."""
+    """A fresh interpreter that never imports lrnet.weights.keras can build "lrnet-tf" and resolve .h5 pairs."""
     (p1, _), (p2, _) = synthetic_pair["g1"], synthetic_pair["g2"]
     code = (
         "import sys\n"

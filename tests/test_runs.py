@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from lrnet.cli import main
-from lrnet.runs import dataset_fps, resume_conflicts, update_meta
+from lrnet.runs import dataset_fps, resume_conflicts
+from lrnet.weights.runfile import update_meta
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--batch-size", "8", "--set", "rnn_unit=4", "--set", "res_hidden=8", "--seed", "0",
@@ -139,11 +140,12 @@ def test_demo_numeric_flags(capsys):
 def test_lrnet_json_keeps_keys_of_other_commands(root, tmp_path):
     out = tmp_path / "run"
     assert _train(root, out) == 0
-    update_meta(out, {"threshold": 0.42, "card": {"notes": "calibrated"}})
+    threshold = {"value": 0.42, "method": "eer"}  # as lrnet evaluate --calibrate stores it
+    update_meta(out, {"threshold": threshold, "card": {"notes": "calibrated"}})
     assert _train(root, out, "--resume", "--epochs", "2") == 0
     assert _train(root, out, "--overwrite") == 0
     meta = json.loads((out / "lrnet.json").read_text())
-    assert meta["threshold"] == 0.42 and meta["card"] == {"notes": "calibrated"}
+    assert meta["threshold"] == threshold and meta["card"] == {"notes": "calibrated"}
     assert meta["model"]["rnn_unit"] == 4 and meta["fps"] == 30.0 and meta["fps_source"] == "synthetic"
 
 

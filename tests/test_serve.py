@@ -323,6 +323,48 @@ def test_a_video_browsers_cannot_play_is_reencoded_to_h264(server, sample_clips,
     assert (info.codec, info.pix_fmt, info.frames, info.width) == ("h264", "yuv420p", PREFIX, 640)
 
 
+FAST = 75  # frames of a 30 fps clip: 2.5 s, resampled to 63 frames (two blocks) by 25 fps weights
+
+
+@pytest.mark.slow
+@pytest.mark.reference
+def test_a_30fps_video_scored_with_25fps_weights_keeps_its_real_duration(server, reference, work):
+    """The time axis is the video's clock: 75 frames at 30 fps last 2.5 s, not 75 / 25 = 3.0 s."""
+    import av
+    import cv2
+
+    clip = work / "fast.mp4"
+    source = cv2.VideoCapture(str(reference / "videos" / "dfo_fake.mp4"))
+    with av.open(str(clip), "w") as mp4:
+        stream = mp4.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for _ in range(FAST):
+            frame = cv2.resize(source.read()[1], (640, 480))
+            mp4.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        mp4.mux(stream.encode(None))
+    source.release()
+    done = server.wait(server.upload(clip).json()["id"])
+    assert done["status"] == "done", done
+    result = done["result"]
+    assert (result["fps"], result["fps_used"]) == (30.0, 25.0)  # the case: resampled to the weights' rate
+    true_s = FAST / 30.0
+    assert abs(result["duration_s"] - true_s) <= 1 / 30, result["duration_s"]
+    ends = [b["end_s"] for b in result["block_details"]]
+    assert len(ends) == result["blocks"] >= 2 and max(ends) <= result["duration_s"]
+    marks = server.get(done["urls"]["landmarks"]).json()
+    assert marks["times"][-1] < result["duration_s"] and len(marks["times"]) == result["frames"]
+
+
+def test_video_duration_comes_from_the_clock_not_the_scoring_rate():
+    from lrnet.serve.runner import video_duration
+
+    kept = np.arange(100) / 25.0  # 120 frames of 30 fps kept at 25 fps: the last at 3.96 s
+    assert video_duration(4.0, kept, 30.0, 120) == 4.0  # the header's length
+    assert video_duration(None, kept, 30.0, 120) == pytest.approx(4.0)  # else frames at the file's own rate
+    assert video_duration(3.0, kept, 30.0, 120) == pytest.approx(3.96 + 1 / 30)  # never before the last frame ends
+    assert video_duration(None, np.zeros(0), 0.0) == 0.0
+
+
 def test_a_failing_video_reports_the_message_of_lrnet_detect(server, weights_dir, work, capsys, monkeypatch):
     from lrnet.cli import main
 
@@ -399,6 +441,12 @@ def test_health_readiness_weights_and_docs(server):
     assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text + server.get("/docs").text)  # nothing external
     assert "/api/v1/jobs" in server.get("/openapi.json").json()["paths"]
+    docs = server.get("/docs")
+    assert docs.status_code == 200 and "default-src 'self'" in docs.headers["content-security-policy"]
+    assert f"curl -F file=@clip.mp4 {server.url}/api/v1/jobs " in docs.text  # this server's host:port, not 8000
+    assert ":8000" not in docs.text and "{{" not in docs.text
+    spoofed = server.get("/docs", headers={"Host": 'x"><script>alert(1)</script>'})
+    assert spoofed.status_code == 200 and "<script>alert" not in spoofed.text  # a forged Host never becomes markup
     recent = server.get("/api/v1/jobs").json()["jobs"]
     assert recent and "result" not in recent[0]
 

@@ -1,8 +1,12 @@
 """The `lrnet serve` page in a real headless Chromium (Selenium): token prompt, upload, verdict card,
-one timeline bar per block, the video with its landmark overlay, nothing loaded from elsewhere.
+one timeline bar per block, the video with its landmark overlay, progress, layout, nothing loaded
+from elsewhere.
 
-Skips when Chromium or chromedriver is missing. Screenshots go to the test's temporary folder, and
-also to ``$LRNET_SERVE_SCREENSHOT`` when set (how docs/serve.png is made).
+Skips when Chromium or chromedriver is missing. Screenshots go to the test's temporary folder;
+``LRNET_UPDATE_SCREENSHOT=1`` also writes the finished video job, at 900 x 1250, to docs/serve.png
+(how the README's picture is made, so it cannot go stale):
+
+    LRNET_UPDATE_SCREENSHOT=1 python -m pytest tests/test_serve_page.py -k video
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from test_serve import Server, make_landmark_file, make_weights
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOKEN = "page-token"
 PHONE = (412, 1400)  # CSS pixels: a phone-width window
+DOCS_SHOT = (900, 1250)  # CSS pixels of docs/serve.png
+PAINTED = """const c = document.getElementById('overlay');
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+             let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n;"""  # overlay pixels drawn
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +49,7 @@ def browser(tmp_path_factory):
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     # headless windows are at least 500 px wide: emulate the phone screen instead
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True})
+    screen(driver, *PHONE, mobile=True)
     yield driver
     driver.quit()
 
@@ -57,11 +65,44 @@ def page_server(tmp_path_factory):
     srv.stop()
 
 
+def screen(driver, width: int, height: int, mobile: bool = False) -> None:
+    """Emulate a screen of `width` x `height` CSS pixels (phone: `mobile`, the page's small layout)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+
+
 def save_screenshot(driver, path: Path) -> None:
     driver.save_screenshot(str(path))
-    target = os.environ.get("LRNET_SERVE_SCREENSHOT")
-    if target:
-        shutil.copyfile(path, target)
+
+
+def update_docs_screenshot(driver, reference: Path) -> None:
+    """With LRNET_UPDATE_SCREENSHOT=1: a finished job of the forged sample video, paused at 5 s with its
+    landmarks drawn, on a 900 px screen, to docs/serve.png (a 256-colour PNG, as small as the old one)."""
+    if os.environ.get("LRNET_UPDATE_SCREENSHOT") != "1":
+        return
+    from PIL import Image
+
+    driver.find_element(By.ID, "again").click()
+    upload_and_wait(driver, reference / "videos" / "dfo_fake.mp4")
+    screen(driver, *DOCS_SHOT)
+    driver.execute_cdp_cmd("Emulation.setScrollbarsHidden", {"hidden": True})
+    try:
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return document.getElementById('video').readyState >= 2"))
+        driver.execute_script("const v = document.getElementById('video'); v.pause(); v.currentTime = 5.0; "
+                              "window.scrollTo(0, 0)")
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+            "const v = document.getElementById('video'); return !v.seeking && Math.abs(v.currentTime - 5) < 0.1"))
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script(PAINTED) > 0)
+        target = REPO / "docs" / "serve.png"
+        tmp = target.with_name(".serve.png.tmp")
+        tmp.write_bytes(driver.get_screenshot_as_png())
+        with Image.open(tmp) as shot:
+            shot.convert("RGB").quantize(256).save(tmp, format="PNG", optimize=True)
+        os.replace(tmp, target)
+    finally:
+        driver.execute_cdp_cmd("Emulation.setScrollbarsHidden", {"hidden": False})
+        screen(driver, *PHONE, mobile=True)
 
 
 def upload_and_wait(driver, path: Path, timeout: float = 180) -> None:
@@ -77,9 +118,12 @@ def open_page(driver, server) -> None:
     driver.execute_script("sessionStorage.clear()")
     driver.refresh()
     token = WebDriverWait(driver, 20).until(ec.visibility_of_element_located((By.ID, "token")))
+    for hidden in ("upload", "recent", "progress", "result"):  # only the prompt: no empty dropdowns under it
+        assert not driver.find_element(By.ID, hidden).is_displayed(), hidden
     token.send_keys(TOKEN + "\n")  # the page asks for the token, keeps it in sessionStorage
     WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#weights option"))
     assert not driver.find_element(By.ID, "auth").is_displayed()
+    assert driver.find_element(By.ID, "upload").is_displayed() and driver.find_element(By.ID, "recent").is_displayed()
 
 
 def check_result(driver, server) -> dict:
@@ -125,14 +169,50 @@ def test_video_shows_overlay_and_bars_seek(browser, page_server, reference, tmp_
     bars[3].click()
     WebDriverWait(browser, 20).until(lambda d: abs(d.execute_script(
         "return document.getElementById('video').currentTime") - 3.6) < 0.1)
-    painted = """const c = document.getElementById('overlay');
-                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                 let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n;"""
-    WebDriverWait(browser, 20).until(lambda d: d.execute_script(painted) > 0)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(PAINTED) > 0)
     browser.find_element(By.ID, "show-raw").click()
     browser.find_element(By.ID, "show-cal").click()
-    WebDriverWait(browser, 10).until(lambda d: d.execute_script(painted) == 0)  # both toggles off: nothing drawn
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(PAINTED) == 0)  # both toggles off: nothing drawn
     browser.find_element(By.ID, "show-raw").click()
     browser.find_element(By.ID, "show-cal").click()
     browser.execute_script("window.scrollTo(0, 0)")
     save_screenshot(browser, tmp_path / "video.png")
+    update_docs_screenshot(browser, reference)
+
+
+PROGRESS_STEPS = [("queued", 0), ("starting", 0), ("landmarks", 0), ("landmarks", 0.5), ("landmarks", 1),
+                  ("calibration", 0), ("calibration", 1), ("landmarks", 1), ("scoring", 0), ("scoring", 1),
+                  ("video", 0), ("mystery", 0.3), ("video", 1)]
+
+
+def test_progress_never_goes_back_nor_past_100(browser, page_server):
+    """Every stage a job reports, in the page's own code path: the bar only grows, up to 100 %."""
+    open_page(browser, page_server)
+    shown = browser.execute_script("""
+        const seen = [];
+        state.job = "job-under-test";
+        for (const [stage, fraction] of arguments[0]) {
+          onJob({id: state.job, status: "running", filename: "clip.mp4", progress: {stage, fraction}});
+          seen.push([document.getElementById("bar").value, document.getElementById("stage").textContent]);
+        }
+        reset();
+        return seen;""", PROGRESS_STEPS)
+    values = [v for v, _ in shown]
+    assert values == sorted(values) and 0 < values[0] and values[-1] == 1, shown
+    texts = dict(zip([s for s, _ in PROGRESS_STEPS], [t for _, t in shown]))
+    assert texts["starting"] == "Starting (5 %)" and texts["queued"] == "Waiting for a free worker (5 %)"
+    assert texts["video"] == "Preparing the video for the browser (100 %)"
+    assert all(int(t.rsplit("(", 1)[1].split()[0]) <= 100 for _, t in shown)
+    assert browser.find_element(By.ID, "upload").is_displayed()  # reset() brings the form back
+
+
+def test_footer_is_centred_like_the_rest_on_a_wide_screen(browser, page_server):
+    open_page(browser, page_server)
+    screen(browser, 1200, 900)
+    try:
+        left, main_left, align = browser.execute_script("""
+            const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+            return [box("footer").left, box("main").left, getComputedStyle(document.querySelector("footer")).textAlign];""")
+    finally:
+        screen(browser, *PHONE, mobile=True)
+    assert main_left > 100 and abs(left - main_left) < 1 and align == "center", (left, main_left, align)

@@ -124,9 +124,10 @@ def test_a_block_is_scored_three_frames_after_its_last_frame(reference, detector
     from lrnet.sources import open_source
     from lrnet.stream import StreamPipeline
 
-    pipe = StreamPipeline(detector)
     waited = []  # frames pushed after a block's last frame until its verdict (25 fps source: no resampling)
     with open_source(str(reference / "videos" / "dfo_real.mp4"), max_frames=160) as source:
+        pipe = StreamPipeline(detector, source_fps=source.fps)
+        assert pipe.plan.target is None  # a source of unknown rate would be resampled: one frame more
         for frame in source.frames():
             for event in pipe.push(frame):
                 if event.type == "block":
@@ -327,11 +328,20 @@ def test_a_stream_without_a_face_and_a_resolution_change_on_stdin(reference, tmp
     done = subprocess.run([sys.executable, "-m", "lrnet", "watch", "-", "--weights", str(reference / "weights" / "dfo"),
                            "--json"], input=stream, capture_output=True, timeout=240)
     events = _events(done.stdout.decode())
-    kinds = [e["type"] for e in events]
-    assert "resolution" in kinds, done.stderr.decode()
     summary = events[-1]
-    assert summary["type"] == "summary" and summary["skipped"] >= 40  # the pattern frames: no face
+    assert summary["type"] == "summary", done.stderr.decode()
+    assert summary["skipped"] >= 40  # the pattern frames: no face, never scored
     assert summary["blocks"] >= 1 and done.returncode == 0
+    # FFmpeg via OpenCV hands over every frame at one size; the pipeline's own handling of a size change:
+    from lrnet.detector import load_detector
+    from lrnet.stream import StreamPipeline
+
+    pipe = StreamPipeline(load_detector(str(reference / "weights" / "dfo")), source_fps=25.0)
+    small = np.zeros((240, 320, 3), np.uint8)
+    kinds = [e.type for i in range(5) for e in pipe.push(Frame(i, i / 25, small))]
+    kinds += [e.type for e in pipe.push(Frame(5, 0.2, np.zeros((480, 640, 3), np.uint8)))]
+    kinds += [e.type for e in pipe.close()]
+    assert "resolution" in kinds and kinds[-1] == "summary"
 
 
 @needs_ffmpeg
@@ -345,3 +355,46 @@ def test_a_60_fps_source_is_resampled_to_the_weights_rate(reference, tmp_path):
     assert summary["fps_used"] == 25.0 and summary["fps_warning"] is None
     assert 60 <= summary["selected_frames"] <= 66 and summary["decoded_frames"] >= 150
     assert summary["blocks"] == 2
+
+
+# ------------------------------------------------------------------------------------- every face
+
+@pytest.mark.reference
+@pytest.mark.slow
+def test_a_forged_face_beside_a_real_one_is_found_and_judged(reference, detector, tmp_path):
+    """Two people in frame: ff_real's face on the left, ff_fake's forged face on the right (640 px each)."""
+    from lrnet.detect import detect_video, save_landmarks
+    from lrnet.landmarks import read_landmarks
+    from test_video import clip_frames, write_clip
+
+    real = clip_frames(reference / "videos" / "ff_real.mp4", 0, 150)
+    fake = clip_frames(reference / "videos" / "ff_fake.mp4", 0, 150)
+    clip = write_clip(tmp_path / "two.avi", [np.concatenate([r[:, 260:900], f[:, 283:923]], axis=1)
+                                             for r, f in zip(real, fake)], 30.0, lossless=True)
+    every = detect_video(clip, detector)
+    assert len(every.faces) == 2
+    left, right = sorted(every.faces, key=lambda f: f["box"][0])
+    assert left["call"] == "real" and right["call"] == "fake"
+    assert every.face == right["face"] and every.scoring.call == "fake"  # the most suspicious face decides
+    assert right["box"][0] >= 640 and left["box"][2] <= 640
+    assert any("2 faces followed" in n for n in every.notes)
+    row = every.to_dict()
+    assert row["face"] == right["face"] and len(row["faces"]) == 2
+    out = save_landmarks(every, tmp_path / "two.txt")
+    per_face = sorted(tmp_path.glob("two.face*.txt"))
+    assert len(per_face) == 2 and len(read_landmarks(out)) > 90
+    largest = detect_video(clip, detector, faces="largest")  # the old blind spot: one face, called real
+    assert len(largest.faces) == 1 and largest.scoring.call == "real"
+
+
+@pytest.mark.reference
+def test_one_face_gives_the_same_result_whether_all_faces_or_the_largest_are_followed(reference, detector):
+    from lrnet.detect import detect_video
+    from lrnet.tracking import ExtractOptions
+
+    video = reference / "videos" / "dfo_real.mp4"
+    every = detect_video(video, detector, ExtractOptions(max_frames=FRAMES))
+    largest = detect_video(video, detector, ExtractOptions(max_frames=FRAMES), faces="largest")
+    assert len(every.faces) == 1
+    assert np.array_equal(every.scoring.block_scores, largest.scoring.block_scores)
+    assert np.array_equal(every.landmarks.raw, largest.landmarks.raw)

@@ -249,8 +249,11 @@ def test_weights_list_and_show_print_cards(reference, tmp_path, capsys):
     assert main(["weights", "show", str(reference / "weights" / "ffpp_raw"), "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["fps"] == 30.0 and card["block_size"] == 30
-    assert main(["weights", "show", "ffpp-raw", "--offline"]) == 2  # not cached: the usual one-line hint
-    assert "lrnet weights download ffpp-raw" in capsys.readouterr().err
+    # a registry name: its card from the registry, with the cache state, never a download
+    assert main(["weights", "show", "ffpp-raw", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "frame rate: 30 fps" in out and "cache: g1 missing, g2 missing" in out
+    assert "`lrnet weights download ffpp-raw` fetches what is missing" in out
 
 
 @pytest.mark.misuse
@@ -272,3 +275,122 @@ def test_malformed_run_settings_are_one_line_errors(tmp_path, meta, what):
     with pytest.raises(LrnetError) as err:
         resolve_weights(str(tmp_path))
     assert "lrnet.json" in str(err.value) and what in str(err.value) and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- registry + cache, show, --from
+
+@pytest.fixture
+def local_pair(tmp_path, monkeypatch):
+    """A registry pair "local-test" whose official location is a local folder (file:// URLs)."""
+    src = tmp_path / "official"
+    src.mkdir()
+    files = {}
+    for seed, branch in enumerate(("g1", "g2")):
+        torch.manual_seed(seed)
+        torch.save(LRNet(rnn_unit=4, res_hidden=8).state_dict(), src / f"{branch}.pth")
+        files[branch] = WeightFile((src / f"{branch}.pth").as_uri(), sha256_of(src / f"{branch}.pth"))
+    monkeypatch.setitem(PRETRAINED, "local-test", PretrainedPair("local-test", "a local pair", files, fps=25.0,
+                                                                 model={"rnn_unit": 4, "res_hidden": 8}))
+    return src
+
+
+def _no_network(monkeypatch):
+    """Make every download attempt fail the test."""
+    import urllib.request
+
+    from lrnet.weights import registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network used: {args}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(registry, "download_file", refuse)
+
+
+def test_list_weights_is_public_and_reports_cache_state(local_pair, monkeypatch):
+    import lrnet
+    from lrnet.weights import cache_dir
+
+    _no_network(monkeypatch)
+    rows = {r["name"]: r for r in lrnet.list_weights()}
+    assert "list_weights" in lrnet.__all__ and set(rows) >= {"ffpp-raw", "dfo", "local-test"}
+    row = rows["local-test"]
+    assert row["files"] == {"g1": "missing", "g2": "missing"} and row["cached"] is False
+    assert row["folder"] == str(cache_dir() / "local-test")
+    assert row["card"]["fps"] == 25.0 and row["card"]["threshold"] == 0.5
+    folder = cache_dir() / "local-test"
+    folder.mkdir(parents=True)
+    shutil.copy(local_pair / "g1.pth", folder / "g1.pth")
+    (folder / "g2.pth").write_bytes(b"truncated")
+    row = {r["name"]: r for r in lrnet.list_weights()}["local-test"]
+    assert row["files"] == {"g1": "cached", "g2": "mismatch"} and row["cached"] is False
+    shutil.copy(local_pair / "g2.pth", folder / "g2.pth")
+    assert {r["name"]: r for r in lrnet.list_weights()}["local-test"]["cached"] is True
+
+
+def test_weights_show_never_downloads(local_pair, tmp_path, monkeypatch, capsys):
+    import json
+
+    from lrnet.cli import main
+
+    _no_network(monkeypatch)
+    assert main(["weights", "show", "local-test"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "pretrained:local-test" and "frame rate: 25 fps" in out
+    assert "cache: g1 missing, g2 missing" in out
+    # a folder standing for the registry pair (as evaluate --calibrate-to makes): the folder's threshold
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "lrnet.json").write_text(json.dumps({"pretrained": "local-test", "threshold": {
+        "value": 0.3, "method": "eer", "dataset": "DF", "level": "raw", "split": "val"}}))
+    assert main(["weights", "show", str(calib), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["threshold"] == 0.3 and shown["threshold_source"] == f"{calib / 'lrnet.json'} (eer on DF raw val)"
+    assert shown["cache"]["files"] == {"g1": "missing", "g2": "missing"}
+    assert shown["source"] == f"{calib} (pretrained:local-test)"
+
+
+def test_download_from_when_cached_checks_the_folder_and_says_so(local_pair, tmp_path, capsys):
+    from lrnet.cli import main
+
+    assert main(["weights", "download", "local-test", "--from", str(local_pair)]) == 0
+    assert capsys.readouterr().out.count("(SHA-256 verified)") == 2
+    # cached: --from is not silently ignored, its files are checked against the registry
+    assert main(["weights", "download", "local-test", "--from", str(local_pair)]) == 0
+    out = capsys.readouterr().out
+    assert f"already cached, SHA-256 verified; {local_pair / 'g1.pth'} matches it, nothing copied" in out
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(local_pair / "g1.pth", other / "g1.pth")
+    shutil.copy(local_pair / "g1.pth", other / "g2.pth")  # the wrong file under g2's name
+    assert main(["weights", "download", "local-test", "--from", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    g2 = PRETRAINED["local-test"].files["g2"].sha256
+    assert err.startswith(f"lrnet weights: error: {other / 'g2.pth'}: SHA-256 ") and "\n" not in err
+    assert f"is not the local-test g2.pth ({g2[:12]}...)" in err and err.endswith("are intact and kept)")
+    # without --from, a cached pair says it is cached
+    assert main(["weights", "download", "local-test"]) == 0
+    assert "(already cached, SHA-256 verified)" in capsys.readouterr().out
+
+
+def test_failed_from_says_what_the_folder_must_hold(local_pair, tmp_path, capsys):
+    from lrnet.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    g1, g2 = (PRETRAINED["local-test"].files[b].sha256 for b in ("g1", "g2"))
+    assert main(["weights", "download", "local-test", "--from", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lrnet weights: error: {empty / 'g1.pth'}: not found") and "\n" not in err
+    assert f"g1.pth (SHA-256 {g1[:12]}...) and g2.pth (SHA-256 {g2[:12]}...)" in err
+    assert "--from FOLDER" not in err
+    (empty / "g1.pth").write_bytes(b"not it")
+    (empty / "g2.pth").write_bytes(b"not it")
+    assert main(["weights", "download", "local-test", "--from", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "SHA-256 mismatch" in err and f"g2.pth (SHA-256 {g2[:12]}...)" in err and "--from FOLDER" not in err
+    # the official location failing (no --from) still suggests --from
+    with pytest.raises(LrnetError, match="--from FOLDER"):
+        PRETRAINED["local-test"] = PretrainedPair("local-test", "gone", {
+            b: WeightFile((tmp_path / "gone" / f"{b}.pth").as_uri(), "0" * 64) for b in ("g1", "g2")})
+        fetch_pretrained("local-test")

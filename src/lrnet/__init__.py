@@ -35,7 +35,8 @@ _EXPORTS = {
     "load_split": "datasets",
     "BlockSet": "datasets",
     "resolve_weights": "weights",
-    "LoadedWeights": "model",
+    "LoadedWeights": "weights",
+    "list_weights": "weights",
     "score_sequence": "detector",
     "Detector": "detector",
     "load_detector": "detector",
@@ -60,11 +61,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .extract import extract_video
     from .features import cut_blocks
     from .landmarks import read_landmarks, write_landmarks
-    from .model import LoadedWeights
     from .detector import Detector, load_detector, score_sequence
     from .scoring import VideoResult
     from .train import train as train_model
-    from .weights import resolve_weights
+    from .weights import LoadedWeights, list_weights, resolve_weights
 
 
 def __getattr__(name: str) -> Any:

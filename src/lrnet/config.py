@@ -106,7 +106,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # The paper's setting (Sun et al., CVPR 2021): GRU 64, 60-frame blocks, dropout 0.25, 500 epochs.
     "paper": {"block_size": 60, "epochs_g1": 500, "epochs_g2": 500, "rnn_unit": 64,
               "lm_dropout_rate": 0.25, "fc_dropout_rate": 0.25},
-    # The TensorFlow-era branch (lrnet.legacy): input dropout 0.25, Dense 64, dropout 0.5.
+    # The TensorFlow-era branch (lrnet.weights.keras imports its .h5 files): input dropout 0.25, Dense 64, dropout 0.5.
     "tf-legacy": {"arch": "lrnet-tf", "block_size": 60, "epochs_g1": 500, "epochs_g2": 400, "rnn_unit": 64,
                   "lm_dropout_rate": 0.25, "fc_dropout_rate": 0.5, "res_hidden": 64},
 }

@@ -93,6 +93,9 @@ class DetectResult:
     domain: str = ""  # the footage the weights are meant for (their model card)
     moments: List[FakeMoment] = field(default_factory=list)  # runs of fake blocks (lrnet.moments)
     quality: Optional[QualityReport] = None  # what the weights can judge (lrnet.quality)
+    face: int = 0  # the face this result is about: the most suspicious one (lrnet.stream.StreamPipeline)
+    faces: List[Dict[str, Any]] = field(default_factory=list)  # every face followed: id, span, box, verdict
+    face_landmarks: Dict[int, VideoLandmarks] = field(default_factory=dict, repr=False)  # per face
 
     def to_dict(self, with_blocks: bool = False) -> Dict[str, object]:
         """JSON-ready: the scoring's own keys (merged in, so new ones flow through), then the video's."""
@@ -108,6 +111,7 @@ class DetectResult:
             "notes": list(self.notes), "timing": {k: round(v, 4) for k, v in self.timing.items()},
             "weights": self.weights, "domain": self.domain, "moments": [m.to_dict() for m in self.moments],
             "quality": None if self.quality is None else self.quality.to_dict(),
+            "face": self.face, "faces": list(self.faces),
         })
         if with_blocks:
             out["block_scores"] = [round(float(v), 6) for v in self.scoring.block_scores]
@@ -126,7 +130,8 @@ class DetectResult:
 def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optional[ExtractOptions] = None,
                  aggregation: str = DEFAULT_AGGREGATION, device=None, download: bool = True,
                  progress: Optional[ProgressFn] = None, fps_policy: str = "resample",
-                 threshold: Optional[float] = None, uncertain: bool = True) -> DetectResult:
+                 threshold: Optional[float] = None, uncertain: bool = True, faces: str = "all",
+                 min_face: int = 80) -> DetectResult:
     """Score one video with `detector`: a `lrnet.detector.Detector`, or what `load_detector` takes
     (a registry name, a weights folder, `LoadedWeights`), built with `aggregation`, `threshold`
     (overrides the weights' own), `uncertain`, `device` and `download`.
@@ -136,6 +141,8 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
     stages "landmarks" (decode + landmarks + calibration + block scores, about every 25 frames),
     then "calibration" and "scoring" at 1.0. `fps_policy`: "resample" (a video faster than the
     weights' frame rate is scored at that rate) or "keep" (every frame); `options.fps` is ignored.
+    `faces`: "all" follows every face at least `min_face` px tall (the verdict is the most suspicious
+    face's, `DetectResult.faces` lists them all) or "largest" (one face).
 
     Raises `LrnetError` naming the video for a missing or unreadable file, no face, or a clip too
     short for one block.
@@ -148,7 +155,7 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
     with VideoReader(path, options.max_frames, None, options.frame_limit) as reader:
         info = reader.info
         pipe = StreamPipeline(detector, options, source_fps=info.fps, fps_policy=fps_policy, collect=True,
-                              name=str(path))
+                              name=str(path), faces=faces, min_face=min_face)
         expected = info.frames if options.max_frames is None else min(info.frames, options.max_frames)
         for frame in reader:
             pipe.push(frame)
@@ -161,8 +168,9 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
     if progress is not None:
         for stage in ("landmarks", "calibration", "scoring"):
             progress(stage, 1.0)
-    landmarks = _landmarks(pipe, t_decode)
-    scored = _score_segments(pipe, landmarks, str(path))
+    lane = pipe.main_lane()
+    landmarks = _landmarks(pipe, lane, t_decode)
+    scored = _score_segments(pipe, lane, landmarks, str(path))
     s = landmarks.stats
     timing = {"decode": t_decode, "detect": s.t_detect, "landmarks": s.t_landmarks,
               "calibration": pipe.t_calibration, "scoring": pipe.t_scoring, "total": time.perf_counter() - started}
@@ -174,7 +182,10 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
                           fps_warning=plan.warning or (None if plan.used else rate_warning(used, detector.fps)),
                           segments=scored.segments, cuts=list(landmarks.cuts), dropped_frames=s.dropped,
                           block_segment=scored.block_segment, block_start_s=scored.block_start_s,
-                          block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain)
+                          block_end_s=scored.block_end_s, weights=detector.source, domain=detector.domain,
+                          face=lane.face, faces=_face_rows(pipe))
+    result.face_landmarks = {other.face: (landmarks if other is lane else _landmarks(pipe, other, t_decode))
+                             for other in pipe.all_lanes() if other.record is not None and other.record.segments}
     result.moments = find_moments(scored.video.block_scores, scored.block_start_s, scored.block_end_s,
                                   scored.block_segment)
     result.quality = assess(measure_landmarks(landmarks, path), detector.card)
@@ -183,18 +194,41 @@ def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optio
     return result
 
 
-def _landmarks(pipe: StreamPipeline, t_decode: float) -> VideoLandmarks:
-    """The pipeline's collected rows as `VideoLandmarks` (`LrnetError` when no face was found)."""
-    record, stats = pipe.record, pipe.stats
+def _landmarks(pipe: StreamPipeline, lane, t_decode: float) -> VideoLandmarks:
+    """One face's collected rows as `VideoLandmarks` (`LrnetError` when no face was found)."""
+    record, stats = lane.record, lane.stats
     assert record is not None
     if not record.segments:
-        raise LrnetError(f"{pipe.name}: no face found in {stats.frames} frames")
+        raise LrnetError(f"{pipe.name}: no face found in {pipe.stats.frames} frames")
+    whole = pipe.stats
+    stats.frames, stats.selected, stats.cuts = whole.frames, whole.selected, whole.cuts
+    stats.width, stats.height, stats.fps = whole.width, whole.height, whole.fps
     stats.segments = len(record.segments)
+    stats.skipped = stats.selected - stats.landmarked - stats.reused - stats.dropped
     stats.fps_used = pipe.plan.used
-    stats.t_decode, stats.t_calibration, stats.lk_rejected = t_decode, pipe.t_calibration, pipe.lk_rejected
-    return VideoLandmarks(np.asarray(record.raw, np.int64).reshape(-1, 68, 2), record.calibration(pipe.lk_rejected),
+    stats.t_decode, stats.t_calibration, stats.lk_rejected = t_decode, pipe.t_calibration, lane.lk_rejected
+    return VideoLandmarks(np.asarray(record.raw, np.int64).reshape(-1, 68, 2), record.calibration(lane.lk_rejected),
                           stats, np.asarray(record.times, np.float64), np.asarray(record.frame_index, np.int64),
                           list(record.segments), list(pipe.cuts))
+
+
+def _face_rows(pipe: StreamPipeline) -> List[Dict[str, Any]]:
+    """`StreamPipeline.faces` with each face's blocks: ``blocks_detail`` (start_s, end_s, p_fake)."""
+    rows = pipe.faces()
+    lanes = {lane.face: lane for lane in pipe.all_lanes()}
+    size = pipe.detector.block_size
+    for row in rows:
+        record = lanes[row["face"]].record
+        if record is None or not record.block_start_row:
+            row["blocks_detail"] = []
+            continue
+        times = np.asarray(record.times, np.float64)
+        frame_s = 1.0 / (_measured_rate(times) or pipe.plan.used or 25.0)
+        starts = np.asarray(record.block_start_row, np.int64)
+        merged = pipe.face_result(lanes[row["face"]]).block_scores
+        row["blocks_detail"] = [{"start_s": round(float(times[a]), 3), "end_s": round(float(times[a + size - 1] + frame_s), 3),
+                                 "p_fake": round(float(p), 6)} for a, p in zip(starts, merged)]
+    return rows
 
 
 def _measured_rate(times: np.ndarray) -> float:
@@ -211,13 +245,13 @@ class _Scored:
     block_end_s: np.ndarray
 
 
-def _score_segments(pipe: StreamPipeline, landmarks: VideoLandmarks, name: str) -> _Scored:
-    """The stream's blocks: the video score over all of them, and one score per segment."""
-    detector, record = pipe.detector, pipe.record
+def _score_segments(pipe: StreamPipeline, lane, landmarks: VideoLandmarks, name: str) -> _Scored:
+    """One face's blocks: its video score over all of them, and one score per segment."""
+    detector, record = pipe.detector, lane.record
     assert record is not None
     size = detector.block_size
     segments = landmarks.segments
-    video = pipe.video_result()
+    video = pipe.face_result(lane)
     if video.blocks == 0:
         lengths = [len(s) for s in segments]
         if len(segments) > 1:
@@ -242,6 +276,10 @@ def _notes(result: DetectResult) -> List[str]:
     (footage outside the weights' range), fake moments (unless one moment is the whole video),
     cuts, dropped frames."""
     notes = []
+    if len(result.faces) > 1:
+        others = ", ".join(f"face {f['face']} {f['verdict']}" for f in result.faces if f["face"] != result.face)
+        notes.append(f"{len(result.faces)} faces followed; the verdict is face {result.face}'s, the most suspicious "
+                     f"({others})")
     if result.quality is not None and result.quality.reasons:
         notes += [f"outside the weights' range: {reason}" for reason in result.quality.reasons]
     whole = (len(result.moments) == 1 and result.moments[0].blocks == result.blocks)
@@ -259,12 +297,21 @@ def _notes(result: DetectResult) -> List[str]:
 
 
 def save_landmarks(result: DetectResult, target: PathLike) -> Path:
-    """Write the calibrated sequence (the longest segment) in the published ``.txt`` format, atomically."""
+    """Write the calibrated sequence (the longest segment) in the published ``.txt`` format, atomically.
+
+    `target` gets the face the verdict is about; with several faces, each face also gets
+    ``<stem>.face<N><suffix>`` beside it.
+    """
     target = Path(target)
-    try:
-        write_landmarks(target, result.landmarks.sequence)
-    except OSError as exc:
-        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    writes = [(target, result.landmarks)]
+    if len(result.face_landmarks) > 1:
+        writes += [(target.with_name(f"{target.stem}.face{face}{target.suffix}"), lm)
+                   for face, lm in sorted(result.face_landmarks.items())]
+    for path, landmarks in writes:
+        try:
+            write_landmarks(path, landmarks.sequence)
+        except OSError as exc:
+            raise LrnetError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return target
 
 

@@ -7,14 +7,14 @@ The forward pass returns *logits* ``(batch, 2)`` over {real = 0, fake = 1}; use
 ``log(softmax)``, which underflows to -inf once a probability reaches 0 in float32).
 
 Also here: the TensorFlow-era branch `LegacyLRNet` ("lrnet-tf"), the static `ARCHITECTURES` table
-that `build_model` dispatches on, strict state-dict checking and `LoadedWeights` (branch models
-ready for inference with their block size, frame rate, threshold and model card).
+that `build_model` dispatches on and strict state-dict checking. Loading weights into these
+networks (`LoadedWeights`, the registry, Keras import, ``lrnet.json``) is `lrnet.weights`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Dict, Mapping, Optional
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Dict, Mapping
 
 import torch
 from torch import nn
@@ -175,7 +175,7 @@ def fake_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=-1)[:, 1]
 
 
-# The TensorFlow-era branch (reference release 1, ``model_tf.py``); its Keras .h5 import is `lrnet.legacy`.
+# The TensorFlow-era branch (reference release 1, ``model_tf.py``); its Keras .h5 import is `lrnet.weights.keras`.
 LEGACY_ARCH = "lrnet-tf"
 LEGACY_DEFAULTS = dict(arch=LEGACY_ARCH, feature_size=136, rnn_unit=64, lm_dropout_rate=0.25,
                        fc_dropout_rate=0.5, res_hidden=64, num_layers=1)
@@ -255,33 +255,3 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
         problems.append(f"wrong shapes {wrong[:3]}{' ...' if len(wrong) > 3 else ''}")
     if problems:
         raise LrnetError(f"{source}: state dict does not fit the model ({'; '.join(problems)})")
-
-
-@dataclass
-class LoadedWeights:
-    """Branch models ready for inference, and where they came from."""
-
-    models: Dict[str, nn.Module]  # branch -> model in eval mode
-    block_size: int
-    source: str
-    config: ModelConfig
-    fps: Optional[float] = None  # frame rate of the training videos (frames/s); None: unknown
-    threshold: float = 0.5  # video score at or above which the verdict is "fake"
-    threshold_source: str = "default"  # where `threshold` came from ("default", a run's lrnet.json, ...)
-    card: Dict[str, Any] = field(default_factory=dict)  # model card: training data, domain, notes
-
-
-def select_device(gpu: "bool | str | None" = None) -> torch.device:
-    """Map the ``-g/--gpu`` flag to a device: False/None -> CPU; True -> cuda:0; a string as given.
-
-    Raises `LrnetError` when a GPU is asked for and none is available (no silent CPU fallback).
-    """
-    if not gpu:
-        return torch.device("cpu")
-    name = "cuda" if gpu is True else str(gpu)
-    if name.isdigit():
-        name = f"cuda:{name}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LrnetError("a GPU was requested (-g/--gpu) but PyTorch sees no CUDA device")
-    return device

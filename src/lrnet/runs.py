@@ -1,15 +1,15 @@
-"""The training run folder: who may write it, what ``lrnet.json`` records, and safe writes into it.
+"""The training run folder: who may write it, and safe writes into it.
 
 A run folder (``lrnet train -o OUT``) holds ``g1.pth``/``g2.pth`` (best weights), ``lrnet.json``
-(model settings, block size, frame rate, read by `lrnet.weights.resolve_weights`), resume
-checkpoints and histories. The rules enforced here:
+(model settings, block size, frame rate; read and written only through `lrnet.weights.runfile`),
+resume checkpoints and histories. The rules enforced here:
 
 * one writer: `open_run` holds `lrnet.locks.output_lock` on the folder for the whole run;
 * a folder holding a run (`RUN_MARKERS`) is refused unless the run is resumed or overwritten;
 * the output is never a file, and never inside an input (the dataset root);
 * a resumed run keeps its recorded settings: `resume_conflicts` names the keys that differ;
-* ``lrnet.json`` is read-modify-written atomically, so keys written by other commands (e.g.
-  ``threshold`` from ``lrnet evaluate --calibrate``, ``card``) survive;
+* ``lrnet.json`` is read-modify-written atomically (`lrnet.weights.runfile.update_meta`), so keys
+  written by other commands (e.g. ``threshold`` from ``lrnet evaluate --calibrate``, ``card``) survive;
 * every write turns an `OSError` (full disk, quota, read-only folder) into a one-line
   `LrnetError` naming the file (`writing`).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import logging
 import os
 import statistics
@@ -30,16 +29,16 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from .atomic import atomic_write_bytes
 from .errors import LrnetError
 from .locks import output_lock
+from .weights.runfile import RUN_FILE
 
-__all__ = ["META_NAME", "RUN_MARKERS", "RunFolder", "open_run", "writing", "save_torch", "write_text",
-           "read_meta", "update_meta", "resume_conflicts", "dataset_fps", "check_not_input"]
+__all__ = ["RUN_MARKERS", "RunFolder", "open_run", "writing", "save_torch", "write_text",
+           "resume_conflicts", "dataset_fps", "check_not_input"]
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
-META_NAME = "lrnet.json"
 # Files whose presence means the folder holds a (finished or interrupted) training run.
-RUN_MARKERS = ("g1.pth", "g2.pth", META_NAME, "g1.ckpt", "g2.ckpt")
+RUN_MARKERS = ("g1.pth", "g2.pth", RUN_FILE, "g1.ckpt", "g2.ckpt")
 # Keys of lrnet.json whose change on --resume would make the resumed run a different run.
 RESUME_KEYS = ("model", "block_size", "batch_size", "lr_g1", "lr_g2", "dataset")
 
@@ -69,28 +68,6 @@ def write_text(path: PathLike, text: str) -> None:
     """Write `text` atomically (UTF-8); `OSError` becomes a one-line `LrnetError`."""
     with writing(path):
         atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def read_meta(folder: PathLike) -> Dict[str, Any]:
-    """``folder/lrnet.json`` as a dict ({} when absent); a corrupt file is a one-line error."""
-    path = Path(folder) / META_NAME
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise LrnetError(f"{path}: unreadable ({exc}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise LrnetError(f"{path}: expected a JSON object")
-    return data
-
-
-def update_meta(folder: PathLike, updates: Mapping[str, Any]) -> Dict[str, Any]:
-    """Read ``lrnet.json``, set the keys in `updates` (others are kept), write it back atomically."""
-    meta = read_meta(folder)
-    meta.update(updates)
-    write_text(Path(folder) / META_NAME, json.dumps(meta, indent=1) + "\n")
-    return meta
 
 
 def _flatten(meta: Mapping[str, Any]) -> Dict[str, Any]:

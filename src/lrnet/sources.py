@@ -80,12 +80,17 @@ class LiveSource:
         import cv2
 
         ms = int(self.open_timeout * 1000), int(self.read_timeout * 1000)
-        if self.kind == "camera":
-            cap = cv2.VideoCapture(self.source, cv2.CAP_V4L2)
-        else:
-            target = "pipe:0" if self.kind == "stdin" else self.source
-            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms[1]])
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the failure is ours to say, in one line
+        try:
+            if self.kind == "camera":
+                cap = cv2.VideoCapture(self.source, cv2.CAP_V4L2)
+            else:
+                target = "pipe:0" if self.kind == "stdin" else self.source
+                cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG,
+                                       [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms[1]])
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
             cap.release()
             raise LrnetError(self._cannot_open())

@@ -50,12 +50,14 @@ from .errors import LrnetError
 from .landmarker import Landmarker
 from .scoring import THRESHOLD, merge_branches
 from .segments import FACE, NO_FACE, Segment, StreamSegmenter
-from .tracking import ExtractOptions, FaceTracker, VideoStats
+from .tracking import MAX_JUMP, ExtractOptions, FaceTracker, VideoStats
+from .tracking import _bbox as _face_bbox
 from .video import Frame, Resampler, VideoInfo
 
-__all__ = ["Event", "FPS_POLICIES", "FramePlan", "LiveOptions", "StreamPipeline", "StreamRecord", "plan_frame_rate"]
+__all__ = ["Event", "FACE_MODES", "FPS_POLICIES", "FramePlan", "LiveOptions", "StreamPipeline", "StreamRecord", "plan_frame_rate"]
 
 FPS_POLICIES = ("resample", "keep")
+FACE_MODES = ("all", "largest")  # follow every face (at least min_face px tall) or only the largest
 RESAMPLE_ABOVE = 1.02  # resample a video more than 2 % faster than the weights' frame rate
 SLOW_MARGIN = 0.8  # a rate below 0.8 x the weights' is outside the model's range (never interpolated)
 FAST_MARGIN = 1.25  # ... as is one above 1.25 x when not resampled (--fps-policy keep)
@@ -265,6 +267,35 @@ class _Segment:
 
 # ------------------------------------------------------------------------------------ the pipeline
 
+class _Lane:
+    """One face followed through the stream: its tracker, segments, calibration, blocks and verdicts."""
+
+    def __init__(self, face: int, tracker: FaceTracker, row_base: int, detector: Detector, live: LiveOptions,
+                 max_reused: int, collect: bool):
+        self.face = face
+        self.tracker = tracker
+        self.row_base = row_base  # global row of the tracker's row 0
+        self.segmenter = StreamSegmenter(max_reused)
+        self.segment: Optional[_Segment] = None
+        self.segments = 0
+        self.record = StreamRecord() if collect else None
+        self.block_probs: Dict[str, List[float]] = {b: [] for b in detector.branches}
+        self.window: Deque[float] = deque(maxlen=live.window)
+        self.alert_span: Deque[float] = deque(maxlen=live.alert[1] if live.alert else 1)
+        self.alerting = False
+        self.stats = tracker.stats
+        self.lk_rejected = 0
+        self.padded = 0
+        self.first_time: Optional[float] = None  # first and last time (s) with a kept row
+        self.last_time = 0.0
+        self.boxes: Deque[np.ndarray] = deque(maxlen=300)  # recent landmark boxes (x0, y0, x1, y1), px
+        self.idle = 0  # selected frames since this face was last seen
+
+    @property
+    def blocks(self) -> int:
+        return len(next(iter(self.block_probs.values())))
+
+
 class StreamPipeline:
     """Frames in (`push`), events out, bounded state. See the module docstring for the look-ahead.
 
@@ -272,12 +303,24 @@ class StreamPipeline:
     (`ExtractOptions`: detection rhythm, ``max_reused``, ``confirm`` ...; its ``fps`` is ignored:
     the frame-rate plan comes from `fps_policy`, the weights' rate and `source_fps`, the nominal
     rate when known, 0 for a live source); `live`: rolling window and alert rule; `collect`: keep
-    every landmark row and block for `record` (what `lrnet detect` needs for its outputs).
+    every landmark row and block (`StreamRecord`, per face) for the outputs of `lrnet detect`.
+
+    Faces: the largest face is followed as `lrnet.tracking.FaceTracker` follows one face (its
+    detector rhythm decides when faces are looked for). With ``faces="all"`` every other face the
+    detector finds, at least `min_face` px tall (its detection box), no nearer than half a face to
+    a face already followed, is followed too (up to `max_faces`), with the boxes of those same
+    detections: each face has its own track, segments, calibration, blocks and verdict, and events
+    name it (``"face"``). A face unseen for ``RETIRE_FRAMES`` frames is let go (its results kept).
     """
+
+    RETIRE_FRAMES = 250  # selected frames (10 s at 25 fps) after which a face no longer seen is let go
 
     def __init__(self, detector: Detector, options: Optional[ExtractOptions] = None,
                  live: Optional[LiveOptions] = None, *, source_fps: float = 0.0, fps_policy: str = "resample",
-                 collect: bool = False, landmarker: Optional[Landmarker] = None, name: str = "stream"):
+                 collect: bool = False, landmarker: Optional[Landmarker] = None, name: str = "stream",
+                 faces: str = "all", min_face: int = 80, max_faces: int = 8):
+        if faces not in FACE_MODES:
+            raise ValueError(f"unknown faces mode {faces!r}; expected one of {FACE_MODES}")
         self.detector = detector
         self.options = replace(options or ExtractOptions(), fps=None)
         self.options.check()
@@ -286,22 +329,16 @@ class StreamPipeline:
         self.plan = plan_frame_rate(source_fps, detector.fps, fps_policy)
         self.resampler = Resampler(self.plan.target)
         self.collect = collect
-        self.record = StreamRecord() if collect else None
         self.landmarker = landmarker
         self.name = name
-        self.stats = VideoStats(video=name, fps=source_fps)
-        self.tracker: Optional[FaceTracker] = None
+        self.faces_mode, self.min_face, self.max_faces = faces, min_face, max_faces
+        self.stats = VideoStats(video=name, fps=source_fps)  # frames of the whole source
         self.size: Optional[Tuple[int, int]] = None
-        self.images: Deque[Tuple[int, np.ndarray]] = deque()  # (row, image) of rows not yet final
-        self.handed = 0  # rows handed on from the current tracker
-        self.row_base = 0  # rows of earlier trackers (resolution changes)
-        self.segment: Optional[_Segment] = None
-        self.segments = 0
-        self.segmenter = StreamSegmenter(self.options.max_reused)
-        self.block_probs: Dict[str, List[float]] = {b: [] for b in detector.branches}
-        self.window: Deque[float] = deque(maxlen=self.live.window)
-        self.alert_span: Deque[float] = deque(maxlen=self.live.alert[1] if self.live.alert else 1)
-        self.alerting = False
+        self.images: Deque[Tuple[int, np.ndarray]] = deque()  # (row, image) of rows not yet final everywhere
+        self.rows = 0  # selected frames so far (global row numbers)
+        self.lanes: List[_Lane] = []
+        self.retired: List[_Lane] = []
+        self.next_face = 0
         self.alerts = 0
         self.cuts: List[float] = []
         self.frame_times: Deque[float] = deque(maxlen=60)  # recent selected-frame times, for the frame interval
@@ -311,8 +348,6 @@ class StreamPipeline:
         self.last_time = 0.0
         self.t_calibration = 0.0
         self.t_scoring = 0.0
-        self.padded = 0
-        self.lk_rejected = 0
         self.closed = False
 
     # -------------------------------------------------------------------------------- input
@@ -331,7 +366,7 @@ class StreamPipeline:
         """The source stalled or reconnected: what is held is finished and the next frame starts a new
         segment (a gap is never bridged by frozen landmarks)."""
         events = self._drain_resampler()
-        events += self._end_tracker(f"gap in the source ({reason})")
+        events += self._end_trackers(f"gap in the source ({reason})")
         events.append(Event("gap", {"time_s": round(self.last_time, 3), "reason": reason}))
         return events
 
@@ -340,7 +375,7 @@ class StreamPipeline:
         if self.closed:
             return []
         events = self._drain_resampler()
-        events += self._end_tracker("end of the stream")
+        events += self._end_trackers("end of the stream")
         self.closed = True
         events.append(Event("summary", self.summary()))
         return events
@@ -358,134 +393,194 @@ class StreamPipeline:
         h, w = frame.image.shape[:2]
         if self.size != (w, h):
             if self.size is not None:
-                events += self._end_tracker("the frame size changed")
+                events += self._end_trackers("the frame size changed")
                 events.append(Event("resolution", {"time_s": round(frame.time, 3), "width": w, "height": h,
                                                    "previous": list(self.size)}))
-            self._new_tracker(w, h)
-        assert self.tracker is not None
+            self.size = (w, h)
+            self.stats.width, self.stats.height = w, h
+            for lane in self.lanes:
+                lane.tracker, lane.row_base = self._tracker(lane.stats, follower=lane.face != self.lanes[0].face), self.rows
+            if not self.lanes:
+                self._new_lane(follower=False)
         if self.first_time is None:
             self.first_time = frame.time
         self.last_time = frame.time
         self.frame_times.append(frame.time)
         self.stats.selected += 1
-        row = self.row_base + self.tracker.offset + len(self.tracker.status)
+        row = self.rows
+        self.rows += 1
         self.arrival[row] = time.perf_counter()
-        cuts_before = len(self.tracker.cut_rows)
-        self.tracker.step(frame)
         self.images.append((row, frame.image))
-        if len(self.tracker.cut_rows) > cuts_before:
+        lead = self.lanes[0]
+        cuts_before = len(lead.tracker.cut_rows)
+        lead.tracker.step(frame)
+        if len(lead.tracker.cut_rows) > cuts_before:
             self.stats.cuts += 1
-        return events + self._hand_on(self.tracker.final_rows())
-
-    def _new_tracker(self, width: int, height: int) -> None:
-        if self.tracker is not None:
-            self.row_base += self.tracker.offset + len(self.tracker.status)
-        info = VideoInfo(self.name, width, height, 0, self.stats.fps, 0.0)
-        self.stats.width, self.stats.height = width, height
-        self.tracker = FaceTracker(self.options, info, self.stats, self.landmarker, keep_regions=False)
-        self.size = (width, height)
-        self.handed = 0
-        self.images.clear()
-
-    def _end_tracker(self, reason: str) -> List[Event]:
-        """Hand on every held row, then close the open segment and forget the track."""
-        if self.tracker is None:
-            return []
-        tracker = self.tracker
-        events = self._hand_on(tracker.offset + len(tracker.status))
-        events += self._act(self.segmenter.close(reason))
-        tracker.lose_track()  # the next face starts a new track
+        found = lead.tracker.found
+        if self.faces_mode == "all":
+            events += self._follow_others(frame, found)
+        for lane in list(self.lanes):
+            events += self._hand_on(lane, lane.tracker.final_rows(), cuts=lane is lead)
+        self._forget_images()
         return events
 
-    def _hand_on(self, upto: int) -> List[Event]:
-        """Rows of the current tracker before `upto` (tracker numbering) are final: pass them on."""
-        tracker = self.tracker
-        assert tracker is not None
+    def _follow_others(self, frame: Frame, found: Optional[List]) -> List[Event]:
+        """Step every other face's tracker with the leading tracker's detections, and start following
+        faces no tracker claims."""
         events: List[Event] = []
-        cut_rows = set(tracker.cut_rows[-8:])
+        free = None if found is None else [b for b in found if not self._claimed(self.lanes[0], b)]
+        for lane in self.lanes[1:]:
+            offered = None if free is None else [b for b in free if b[3] - b[1] >= self.min_face]
+            lane.tracker.step(frame, offered)
+            if free is not None:
+                free = [b for b in free if not self._claimed(lane, b)]
+        for box in free or []:
+            if box[3] - box[1] < self.min_face or len(self.lanes) >= self.max_faces:
+                continue
+            lane = self._new_lane(follower=True)
+            lane.tracker.step(frame, [box])
+            free = [b for b in (free or []) if not self._claimed(lane, b)]
+        return events
+
+    @staticmethod
+    def _claimed(lane: _Lane, box) -> bool:
+        prev = lane.tracker.prev
+        if prev is None:
+            return False
+        centre, size = _face_bbox(prev)
+        return bool(np.hypot((box[0] + box[2]) / 2 - centre[0], (box[1] + box[3]) / 2 - centre[1]) <= MAX_JUMP * size)
+
+    def _tracker(self, stats: VideoStats, follower: bool) -> FaceTracker:
+        assert self.size is not None
+        info = VideoInfo(self.name, self.size[0], self.size[1], 0, self.stats.fps, 0.0)
+        tracker = FaceTracker(self.options, info, stats, self.landmarker, keep_regions=False)
+        tracker.follower = follower
+        return tracker
+
+    def _new_lane(self, follower: bool) -> _Lane:
+        stats = self.stats if not follower else VideoStats(video=self.name, fps=self.stats.fps)
+        lane = _Lane(self.next_face, self._tracker(stats, follower), self.rows - (1 if follower else 0),
+                     self.detector, self.live, self.options.max_reused, self.collect)
+        if follower:  # created after this frame's row was counted: its row 0 is this frame
+            lane.row_base = self.rows - 1
+        else:
+            lane.row_base = self.rows
+        self.next_face += 1
+        self.lanes.append(lane)
+        return lane
+
+    def _forget_images(self) -> None:
+        oldest = min((lane.row_base + lane.tracker.offset for lane in self.lanes), default=self.rows)
+        while self.images and self.images[0][0] < oldest:
+            self.images.popleft()
+
+    def _end_trackers(self, reason: str) -> List[Event]:
+        """Hand on every held row of every face, close their open segments and forget their tracks."""
+        events: List[Event] = []
+        for lane in self.lanes:
+            tracker = lane.tracker
+            events += self._hand_on(lane, tracker.offset + len(tracker.status), cuts=lane is self.lanes[0])
+            events += self._act(lane, lane.segmenter.close(reason))
+            tracker.lose_track()  # the next face found starts a new track
+        self._forget_images()
+        return events
+
+    def _hand_on(self, lane: _Lane, upto: int, cuts: bool) -> List[Event]:
+        """Rows of `lane`'s tracker before `upto` (tracker numbering) are final: pass them on."""
+        tracker = lane.tracker
+        events: List[Event] = []
+        cut_rows = set(tracker.cut_rows[-8:]) if cuts else set()
+        images = {r: img for r, img in self.images}
         for local in range(tracker.offset, upto):
-            row = self.row_base + local
-            while self.images and self.images[0][0] < row:
-                self.images.popleft()
-            image = self.images[0][1] if self.images and self.images[0][0] == row else None
+            row = lane.row_base + local
             index, t, status, track, shape = tracker.record(local)
             if local in cut_rows:
                 self.cuts.append(float(t))
                 events.append(Event("cut", {"time_s": round(float(t), 3)}))
+            image = images.get(row)
             region = _region(image, shape) if image is not None and status != NO_FACE else None
-            events += self._segmenter(_Row(row, int(index), float(t), int(status), int(track), shape, region))
+            lane.idle = 0 if status != NO_FACE else lane.idle + 1
+            events += self._act(lane, lane.segmenter.push(_Row(row, int(index), float(t), int(status), int(track),
+                                                               shape, region), status, track))
         tracker.trim(upto)
+        if lane is not self.lanes[0] and lane.idle > self.RETIRE_FRAMES and lane.segment is None:
+            self.lanes.remove(lane)  # let go of a face no longer seen; its results stay
+            self.retired.append(lane)
         return events
 
     # ---------------------------------------------------------------------------- segmenter
 
-    def _segmenter(self, row: _Row) -> List[Event]:
-        """Pass a final row through `lrnet.segments.StreamSegmenter` and act on its decisions."""
-        return self._act(self.segmenter.push(row, row.status, row.track))
-
-    def _act(self, actions) -> List[Event]:
+    def _act(self, lane: _Lane, actions) -> List[Event]:
+        """Act on `lrnet.segments.StreamSegmenter`'s decisions for `lane`."""
         events: List[Event] = []
         for action, row, detail in actions:
             if action == "end":
-                events += self._end_segment(str(detail))
+                events += self._end_segment(lane, str(detail))
             elif action == "drop":
-                self.arrival.pop(row.row, None)
+                if lane is self.lanes[0] or lane.face == 0:
+                    self.arrival.pop(row.row, None)
                 if row.status == NO_FACE:
-                    self.stats.skipped += 1
+                    lane.stats.skipped += 1
                 else:
-                    self.stats.dropped += 1
+                    lane.stats.dropped += 1
             else:
                 if row.status == FACE:
-                    self.stats.landmarked += 1
+                    lane.stats.landmarked += 1
                 else:
-                    self.stats.reused += 1
-                events += self._kept(row, bool(detail))
+                    lane.stats.reused += 1
+                events += self._kept(lane, row, bool(detail))
         return events
 
-    def _kept(self, row: _Row, new_segment: bool) -> List[Event]:
+    def _kept(self, lane: _Lane, row: _Row, new_segment: bool) -> List[Event]:
         events: List[Event] = []
-        if new_segment and self.segment is not None:
-            events += self._end_segment("new face track")
-        if self.segment is None:
+        if new_segment and lane.segment is not None:
+            events += self._end_segment(lane, "new face track")
+        if lane.segment is None:
             assert self.size is not None
-            self.segment = _Segment(self.segments, row.track, self.detector.block_size, *self.size, row.time)
-            self.segments += 1
-            if self.record is not None:
-                start = len(self.record.times)
-                self.record.segments.append(Segment(start, start))
-            events.append(Event("face_found", {"time_s": round(row.time, 3), "segment": self.segment.number}))
+            lane.segment = _Segment(lane.segments, row.track, self.detector.block_size, *self.size, row.time)
+            lane.segments += 1
+            if lane.record is not None:
+                start = len(lane.record.times)
+                lane.record.segments.append(Segment(start, start))
+            events.append(Event("face_found", {"time_s": round(row.time, 3), "face": lane.face,
+                                               "segment": lane.segment.number}))
+        if lane.first_time is None:
+            lane.first_time = row.time
+        lane.last_time = row.time
+        lo, hi = row.shape.min(axis=0), row.shape.max(axis=0)
+        lane.boxes.append(np.concatenate([lo, hi]))
         started = time.perf_counter()
-        done = self.segment.add(row)
+        done = lane.segment.add(row)
         self.t_calibration += time.perf_counter() - started
-        return events + self._calibrated(done)
+        return events + self._calibrated(lane, done)
 
-    def _end_segment(self, reason: str) -> List[Event]:
-        segment = self.segment
+    def _end_segment(self, lane: _Lane, reason: str) -> List[Event]:
+        segment = lane.segment
         if segment is None:
             return []
         started = time.perf_counter()
         done = segment.finish()
         self.t_calibration += time.perf_counter() - started
-        events = self._calibrated(done)
-        self.segment = None
-        self.lk_rejected += segment.lk_rejected
-        self.padded += segment.padded
-        if self.record is not None:
-            self.record.face_sizes.append(segment.face_size)
+        events = self._calibrated(lane, done)
+        lane.segment = None
+        lane.lk_rejected += segment.lk_rejected
+        lane.padded += segment.padded
+        if lane.record is not None:
+            lane.record.face_sizes.append(segment.face_size)
         events.append(Event("face_lost", {"time_s": round(segment.last_time + self._frame_interval(), 3),
-                                          "segment": segment.number, "frames": segment.rows,
+                                          "face": lane.face, "segment": segment.number, "frames": segment.rows,
                                           "blocks": segment.blocks, "reason": reason}))
         return events
 
     # --------------------------------------------------------------------------- calibrated rows
 
-    def _calibrated(self, done) -> List[Event]:
+    def _calibrated(self, lane: _Lane, done) -> List[Event]:
         events: List[Event] = []
-        segment = self.segment
+        segment = lane.segment
         assert segment is not None
         for row, box, points, detection, sequence_row in done:
-            if self.record is not None:
-                rec = self.record
+            if lane.record is not None:
+                rec = lane.record
                 rec.raw.append(row.shape)
                 rec.points.append(points)
                 rec.detections.append(detection)
@@ -495,9 +590,12 @@ class StreamPipeline:
                 rec.frame_index.append(row.index)
                 last = rec.segments[-1]
                 rec.segments[-1] = Segment(last.start, last.stop + 1)
-            block = segment.push_row(sequence_row, row.time, self.arrival.pop(row.row, None))
+            arrived = self.arrival.get(row.row) if lane is self.lanes[0] else None
+            if lane is self.lanes[0]:
+                self.arrival.pop(row.row, None)
+            block = segment.push_row(sequence_row, row.time, arrived)
             if block is not None:
-                events.append(self._score(segment, block))
+                events.append(self._score(lane, segment, block))
         return events
 
     def _frame_interval(self) -> float:
@@ -508,63 +606,102 @@ class StreamPipeline:
             return (t[-1] - t[0]) / (len(t) - 1)
         return 1.0 / (self.plan.source or DEFAULT_FPS)
 
-    def _score(self, segment: _Segment, block: Tuple[int, np.ndarray, float, float, Optional[float]]) -> Event:
+    def _score(self, lane: _Lane, segment: _Segment,
+               block: Tuple[int, np.ndarray, float, float, Optional[float]]) -> Event:
         number, blocks, start, last, arrived = block
         started = time.perf_counter()
         probs = self.detector.branch_probabilities(blocks[None])
         merged = float(merge_branches(probs)[0])
         self.t_scoring += time.perf_counter() - started
-        index = len(next(iter(self.block_probs.values())))
+        index = lane.blocks
         for b in self.detector.branches:
-            self.block_probs[b].append(float(probs[b][0]))
-        if self.record is not None:
-            self.record.block_segment.append(segment.number)
-            self.record.block_start_row.append(len(self.record.times) - 1 - self.detector.block_size)
-        self.window.append(merged)
-        self.alert_span.append(merged)
-        rolling = self._rolling()
+            lane.block_probs[b].append(float(probs[b][0]))
+        if lane.record is not None:
+            lane.record.block_segment.append(segment.number)
+            lane.record.block_start_row.append(len(lane.record.times) - 1 - self.detector.block_size)
+        lane.window.append(merged)
+        lane.alert_span.append(merged)
+        rolling = self._rolling(lane)
         raised = False
         if self.live.alert is not None:
             k, n = self.live.alert
-            holds = sum(p >= THRESHOLD for p in self.alert_span) >= k
-            raised = holds and not self.alerting
-            self.alerting = holds
+            holds = sum(p >= THRESHOLD for p in lane.alert_span) >= k
+            raised = holds and not lane.alerting
+            lane.alerting = holds
             self.alerts += raised
         latency = time.perf_counter() - arrived if arrived is not None else None
         if latency is not None:
             self.latencies.append(latency)
-        data: Dict[str, Any] = {"index": index, "segment": segment.number, "start_s": round(start, 3),
-                "end_s": round(last + self._frame_interval(), 3), "p_fake": round(merged, 6),
-                **{f"p_{b}": round(float(probs[b][0]), 6) if b in probs else None for b in ("g1", "g2")},
-                "rolling": rolling, "alert": self.alerting,
-                "latency_s": None if latency is None else round(latency, 4)}
-        event = Event("block", data)
+        data: Dict[str, Any] = {"index": index, "face": lane.face, "segment": segment.number,
+                                "start_s": round(start, 3), "end_s": round(last + self._frame_interval(), 3),
+                                "p_fake": round(merged, 6),
+                                **{f"p_{b}": round(float(probs[b][0]), 6) if b in probs else None
+                                   for b in ("g1", "g2")},
+                                "rolling": rolling, "alert": lane.alerting,
+                                "latency_s": None if latency is None else round(latency, 4)}
         if raised:
             k, n = self.live.alert or (0, 0)
-            data["alert_raised"] = f"{k} of the last {n} blocks look fake"
-        return event
+            data["alert_raised"] = f"{k} of the last {n} blocks look fake" + (f" (face {lane.face})"
+                                                                             if self.next_face > 1 else "")
+        return Event("block", data)
 
-    def _rolling(self) -> Dict[str, Any]:
-        scores = np.asarray(self.window, dtype=np.float32)
+    def _rolling(self, lane: _Lane) -> Dict[str, Any]:
+        scores = np.asarray(lane.window, dtype=np.float32)
         score, interval, call, verdict = self.detector.group_verdicts(scores, np.zeros(len(scores), np.int64), 1)
         return {"blocks": len(scores), "score": round(float(score[0]), 6), "verdict": str(verdict[0]),
                 "call": str(call[0]), "interval": [round(float(v), 6) for v in interval[0]]}
 
     # ------------------------------------------------------------------------------- summary
 
+    def all_lanes(self) -> List[_Lane]:
+        """Every face followed, in the order they were found (let-go ones included)."""
+        return sorted(self.lanes + self.retired, key=lambda lane: lane.face)
+
+    def face_result(self, lane: _Lane):
+        """One face's `lrnet.scoring.VideoResult` over all its blocks (the detector's aggregation)."""
+        per_branch = {b: np.asarray(v, np.float32) for b, v in lane.block_probs.items()}
+        return self.detector.judge(per_branch, lane.stats.landmarked + lane.stats.reused, self.name)
+
+    def main_lane(self) -> _Lane:
+        """The most suspicious face: the highest video score among faces with a block (ties: more
+        blocks, then the earlier face); the largest face when none has a block."""
+        scored = [lane for lane in self.all_lanes() if lane.blocks]
+        if not scored:
+            return self.all_lanes()[0] if self.all_lanes() else self.lanes[0]
+        return max(scored, key=lambda lane: (float(self.face_result(lane).score), lane.blocks, -lane.face))
+
     def video_result(self):
-        """The whole stream's `lrnet.scoring.VideoResult`: every block, the detector's aggregation."""
-        per_branch = {b: np.asarray(v, np.float32) for b, v in self.block_probs.items()}
-        frames = self.stats.landmarked + self.stats.reused
-        return self.detector.judge(per_branch, frames, self.name)
+        """The stream's `lrnet.scoring.VideoResult`: that of its most suspicious face (`main_lane`)."""
+        return self.face_result(self.main_lane())
+
+    def faces(self) -> List[Dict[str, Any]]:
+        """Per face: id, time span (s), median landmark box (x0, y0, x1, y1 px), blocks, score, verdict."""
+        out = []
+        for lane in self.all_lanes():
+            if lane.first_time is None:
+                continue
+            result = self.face_result(lane)
+            box = np.median(np.asarray(lane.boxes), axis=0) if lane.boxes else np.zeros(4)
+            out.append({"face": lane.face, "first_s": round(lane.first_time, 3),
+                        "last_s": round(lane.last_time + self._frame_interval(), 3),
+                        "box": [int(v) for v in np.rint(box)], "frames": lane.stats.landmarked + lane.stats.reused,
+                        "blocks": result.blocks,
+                        "score": None if result.score != result.score else round(float(result.score), 6),
+                        "verdict": result.verdict, "call": result.call,
+                        "interval": None if result.interval is None else [round(v, 6) for v in result.interval]})
+        return out
 
     def summary(self) -> Dict[str, Any]:
-        """What a ``summary`` event says: the whole stream's verdict and counts."""
-        result = self.video_result()
+        """What a ``summary`` event says: the verdict of the most suspicious face, every face, counts."""
+        main = self.main_lane() if (self.lanes or self.retired) else None
+        result = self.video_result() if main is not None else self.detector.judge({}, 0, self.name)
         lat = np.asarray(self.latencies) if self.latencies else None
-        return {**result.to_dict(), "decoded_frames": self.stats.frames, "selected_frames": self.stats.selected,
-                "landmarked": self.stats.landmarked, "reused": self.stats.reused, "skipped": self.stats.skipped,
-                "dropped_frames": self.stats.dropped, "segments": self.segments,
+        stats = main.stats if main is not None else self.stats
+        return {**result.to_dict(), "face": None if main is None else main.face, "faces": self.faces(),
+                "decoded_frames": self.stats.frames, "selected_frames": self.stats.selected,
+                "landmarked": stats.landmarked, "reused": stats.reused,
+                "skipped": self.stats.selected - stats.landmarked - stats.reused - stats.dropped,
+                "dropped_frames": stats.dropped, "segments": 0 if main is None else main.segments,
                 "cuts": [round(c, 3) for c in self.cuts], "alerts": self.alerts,
                 "duration_s": round((self.last_time - self.first_time) + self._frame_interval(), 3)
                 if self.first_time is not None else 0.0,

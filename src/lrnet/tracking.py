@@ -254,6 +254,9 @@ class FaceTracker:
         self.landmarker = landmarker or default_landmarker()
         self.options, self.stats = options, stats
         self.offset = 0  # row number of the first record still held (see `trim`)
+        self.follower = False  # True: never runs the detector; takes boxes offered from another tracker's
+        self.offered: Optional[List[Box]] = None  # boxes (frame px) offered for the next step (followers)
+        self.found: Optional[List[Box]] = None  # boxes (frame px) the detector found in the last step
         self.scale = min(1.0, options.detect_width / max(info.width, info.height, 1))
         self.cache = RegionCache(info.width, info.height, options.cache_mb << 20 if keep_regions else 0)
         self.shots = _ShotCuts(info.width, info.height)
@@ -272,8 +275,10 @@ class FaceTracker:
         self.cut_rows: List[int] = []  # rows where a new shot starts
         self._none = np.zeros((68, 2), np.int64)
 
-    def step(self, frame: Frame) -> None:
-        """Process the next selected frame."""
+    def step(self, frame: Frame, offered: Optional[List[Box]] = None) -> None:
+        """Process the next selected frame. `offered`: for a follower, the face boxes (frame px) the
+        leading tracker's detector found on this frame and no other face claimed (None: no detection)."""
+        self.offered = offered
         import cv2
 
         row = self.offset + len(self.status)
@@ -293,18 +298,26 @@ class FaceTracker:
 
         t0 = time.perf_counter()
         detected = False
-        if self.prev is None or self.since_detect >= self.options.detect_every:
+        self.found = None
+        offered, self.offered = self.offered, None
+        due = self.prev is None or self.since_detect >= self.options.detect_every
+        if due and not self.follower:
             small = gray if self.scale == 1.0 else cv2.resize(gray, None, fx=self.scale, fy=self.scale,
                                                              interpolation=cv2.INTER_AREA)
             found = self.landmarker.detect(small, self.options.upsample)
             self.stats.detector_runs += 1
+            self.found = [(b[0] / self.scale, b[1] / self.scale, b[2] / self.scale, b[3] / self.scale) for b in found]
             box = _pick_face(found, self.scale, self.prev)
-            if box is not None:
-                self.stats.detector_hits += 1
-                detected = True
-                self.since_detect = 0
-        else:
+        elif due and offered is not None:  # a follower takes its boxes from the leading tracker's detection
+            box = _pick_face(offered, 1.0, self.prev)
+        elif self.prev is not None:
             box = self.box_model.box_for(self.prev)
+        else:
+            box = None
+        if due and box is not None and (not self.follower or offered is not None):
+            self.stats.detector_hits += 1
+            detected = True
+            self.since_detect = 0
         t1 = time.perf_counter()
         self.stats.t_detect += t1 - t0
         shape = None

@@ -52,8 +52,8 @@ from .errors import LrnetError
 from .fastgru import native_bf16, release_workspace
 from .features import BRANCHES, branch_input
 from .model import ModelConfig, build_model
-from .runs import RunFolder, dataset_fps, open_run, read_meta, resume_conflicts, save_torch, update_meta, \
-    write_text, writing
+from .runs import RunFolder, dataset_fps, open_run, resume_conflicts, save_torch, write_text, writing
+from .weights.runfile import read_meta, update_meta
 
 __all__ = ["History", "BranchResult", "TrainResult", "BranchSettings", "BranchState", "CoreShare", "train",
            "train_branch", "resolve_settings", "start_branch", "train_one_epoch", "validation_accuracy",

@@ -69,7 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    _compact_help(parser)
     return parser
+
+
+def _compact_help(parser: argparse.ArgumentParser) -> None:
+    """Every (sub-)command's ``--help`` in the screen-sized layout of `CompactHelpFormatter`."""
+    from .common import CompactHelpFormatter
+
+    parser.formatter_class = CompactHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _compact_help(child)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,13 +9,52 @@ import contextlib
 import logging
 import re
 import sys
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Union
 
 from ..ffpp import LEVELS
 
-__all__ = ["ConsoleHandler", "add_branch_flag", "add_dataset_flags", "add_gpu_flag", "add_talk_flags",
-           "add_weights_flag", "block_size", "branches_of", "configure_logging", "dataset_warnings", "device_name", "float_range", "fraction", "int_range", "nonempty_path", "nonneg_float", "nonneg_int",
-           "port_number", "positive_float", "positive_int", "seed"]
+__all__ = ["DEFAULT_WEIGHTS", "CompactHelpFormatter", "ConsoleHandler", "Flags", "add_branch_flag",
+           "add_dataset_flags", "add_gpu_flag", "add_talk_flags", "add_weights_flag", "block_size", "branches_of",
+           "configure_logging", "dataset_warnings", "device_name", "float_range", "fraction", "int_range",
+           "nonempty_path", "nonneg_float", "nonneg_int", "port_number", "positive_float", "positive_int", "seed"]
+
+
+DEFAULT_WEIGHTS = "dfo"  # the one default of every command that takes --weights (detect, predict, serve, ...)
+
+# A parser or one of its argument groups: the add_*_flag helpers put their flags in either.
+Flags = Union[argparse.ArgumentParser, "argparse._ArgumentGroup"]
+
+
+class CompactHelpFormatter(argparse.HelpFormatter):
+    """``--help`` that fits a screen: ``-g, --gpu [DEVICE]`` names the value once (``--real PATH ...``
+    for several values), and a usage that would wrap past three lines becomes ``lrnet CMD [options] ARGS``
+    (the options are all listed, by group, below it)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        default = self._get_default_metavar_for_optional(action)
+        if action.nargs == argparse.ONE_OR_MORE:
+            value = f"{self._metavar_formatter(action, default)(1)[0]} ..."
+        else:
+            value = self._format_args(action, default)
+        return f"{', '.join(action.option_strings)} {value}"
+
+    def _format_usage(self, usage, actions, groups, prefix) -> str:
+        full = super()._format_usage(usage, actions, groups, prefix)
+        if usage is not None or full.strip().count("\n") < 3:
+            return full
+        words = ["%(prog)s", "[options]"]
+        for action in actions:
+            if action.option_strings and action.required:
+                words.append(f"{action.option_strings[0]} "
+                             f"{self._format_args(action, self._get_default_metavar_for_optional(action))}")
+            elif not action.option_strings:
+                words.append(self._format_args(action, self._get_default_metavar_for_positional(action)))
+        return super()._format_usage(" ".join(words), actions, groups, prefix)
 
 
 _DEVICE = re.compile(r"(\d+|(cpu|cuda|mps|xpu)(:\d+)?)")
@@ -28,27 +67,27 @@ def device_name(text: str) -> str:
     return text.strip()
 
 
-def add_gpu_flag(parser: argparse.ArgumentParser) -> None:
+def add_gpu_flag(parser: Flags) -> None:
     parser.add_argument("-g", "--gpu", nargs="?", const=True, default=False, metavar="DEVICE", type=device_name,
-                        help="run on the GPU (cuda:0, or the device given, e.g. -g 1 or -g cuda:1)")
+                        help="run on a GPU (cuda:0, or the one given: -g 1, cuda:1)")
 
 
-def add_weights_flag(parser: argparse.ArgumentParser, default: str) -> None:
+def add_weights_flag(parser: Flags, default: str = DEFAULT_WEIGHTS) -> None:
     parser.add_argument("--weights", default=default, metavar="NAME|DIR",
-                        help=f"pretrained name (ffpp-raw, dfo), a folder with g1.pth/g2.pth, a training run, "
-                             f"or TF-era Keras weights: G1.h5,G2.h5 or a folder with g1.h5/g2.h5 (default: {default})")
+                        help=f"dfo, ffpp-raw, a training run, a folder of g1/g2 .pth or TF-era .h5 files, or "
+                             f"G1.h5,G2.h5 (default: {default})")
 
 
-def add_branch_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-b", "--branch", choices=("g1", "g2", "all"), default="all",
-                        help="which branch(es) to use (default: all = g1 and g2)")
+def add_branch_flag(parser: Flags) -> None:
+    parser.add_argument("-b", "--branch", choices=("g1", "g2", "all"), default="all", metavar="WHICH",
+                        help="branch(es) to use: g1, g2 or all (default: all)")
 
 
 def branches_of(choice: str):
     return ("g1", "g2") if choice == "all" else (choice,)
 
 
-def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+def add_dataset_flags(parser: Flags, multiple: bool = False) -> None:
     """``-d/--dataset``, ``-l/--level``, ``--root`` as in the reference training code.
 
     With ``multiple=True`` (``lrnet evaluate``'s protocol mode) ``-d`` and ``-l`` take one or
@@ -56,20 +95,18 @@ def add_dataset_flags(parser: argparse.ArgumentParser, multiple: bool = False) -
     """
     many: Dict[str, Any] = {"nargs": "+"} if multiple else {}
     parser.add_argument("-d", "--dataset", default=["DF"] if multiple else "DF", metavar="NAME", **many,
-                        help="DF, F2F, FS, NT, FF_all, a custom dataset name under --root, or a dataset YAML file "
-                             "(default: DF)")
-    parser.add_argument("-l", "--level", default=["raw"] if multiple else "raw", choices=LEVELS,
-                        **many, help="FF++ compression level (default: raw)")
-    parser.add_argument("--root", default="./datasets", help="dataset root folder (default: ./datasets)")
+                        help="DF, F2F, FS, NT, FF_all, a dataset under --root, or a YAML file (default: DF)")
+    parser.add_argument("-l", "--level", default=["raw"] if multiple else "raw", choices=LEVELS, metavar="LEVEL",
+                        **many, help=f"FF++ compression: {', '.join(LEVELS)} (default: raw)")
+    parser.add_argument("--root", default="./datasets", metavar="DIR", help="dataset root (default: ./datasets)")
 
 
-def add_operating_flags(p: argparse.ArgumentParser) -> None:
+def add_operating_flags(p: Flags) -> None:
     """``--threshold`` and ``--no-uncertain`` (evaluate, predict, detect, robustness)."""
     p.add_argument("--threshold", type=fraction, default=None, metavar="T",
-                   help="video score at or above which a video is called fake (default: the weights' calibrated "
-                        "threshold for this aggregation, else 0.5)")
+                   help="fake at a score >= T (default: the weights', else 0.5)")
     p.add_argument("--no-uncertain", dest="uncertain", action="store_false",
-                   help="always give the real/fake call, even when the score's 95%% interval contains the threshold")
+                   help="always real/fake, even if the 95%% interval holds T")
 
 
 def verdict_text(row) -> str:
@@ -164,12 +201,12 @@ def nonempty_path(text: str) -> str:
 
 
 # ---------------------------------------------------------------- console output of long jobs
-def add_talk_flags(p: argparse.ArgumentParser, verbose_help: str = "also lrnet's debug lines") -> None:
+def add_talk_flags(p: Flags, verbose_help: str = "also lrnet's debug lines") -> None:
     """``-q/--quiet`` and ``-v/--verbose``, the same on every long job (train, demo, extract,
     compress, generate, robustness, evaluate, dataset check); they exclude each other."""
     talk = p.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true",
-                      help="no progress bar and no step lines; only errors and the final summary")
+                      help="only errors and the final summary (no progress)")
     talk.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
 
 

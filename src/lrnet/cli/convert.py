@@ -20,16 +20,16 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import os
     from pathlib import Path
 
     import torch
 
-    from ..atomic import atomic_open, atomic_write_text, ensure_not_input
+    from ..atomic import atomic_open, ensure_not_input
     from ..errors import LrnetError
-    from ..legacy import block_size_of, read_keras_branch
     from ..weights import load_branch
+    from ..weights.keras import block_size_of, read_keras_branch
+    from ..weights.runfile import RUN_FILE, write_meta
 
     branches = {"g1": read_keras_branch(args.g1), "g2": read_keras_branch(args.g2)}
     if os.path.exists(args.g1) and os.path.exists(args.g2) and os.path.samefile(args.g1, args.g2):
@@ -45,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise LrnetError(f"{out}: exists and is not a folder")
     targets = {name: out / f"{name}.pth" for name in branches}
-    for target in [*targets.values(), out / "lrnet.json"]:
+    for target in [*targets.values(), out / RUN_FILE]:
         ensure_not_input(target, [args.g1, args.g2], what="converted file", reread=False)
     for name, branch in branches.items():
         with atomic_open(targets[name], "wb") as fh:  # a file object: a full disk is an OSError, not torch's
             torch.save(branch.state_dict, fh)
     meta = {"model": configs["g1"], "block_size": block_size,
             "converted_from": {name: str(b.path) for name, b in branches.items()}}
-    atomic_write_text(out / "lrnet.json", json.dumps(meta, indent=2) + "\n")
+    write_meta(out, meta)
     # Read back what was written, as `--weights DIR` will.
     for name, branch in branches.items():
         load_branch(targets[name], branch.config)

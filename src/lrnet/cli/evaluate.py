@@ -38,46 +38,42 @@ from .common import (
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="evaluate weights on a dataset split (accuracy, AUC, EER, ROC) or a protocol table",
-        description="Evaluate LRNet weights on the test split of a landmark dataset (FF++ layout or custom), "
-                    "as the reference evaluate.py, plus EER, average precision, sample-level AUC, TPR at fixed "
-                    "FPR, the confusion matrix at the threshold, and per-video scores with 95%% intervals. Give "
-                    "several -d/-l values (or --protocol) for a cross-manipulation / cross-compression / "
-                    "cross-dataset table.",
-    )
+        description="Metrics of LRNet weights on a landmark dataset split (FF++ layout or custom), as the "
+                    "reference evaluate.py and more. Several -d/-l values give a cross-dataset table.")
     add_gpu_flag(p)
-    add_dataset_flags(p, multiple=True)
-    add_branch_flag(p)
-    add_weights_flag(p, "ffpp-raw")
-    p.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate (default: test)")
-    p.add_argument("--block-size", type=block_size, default=None,
-                   help="frames per block (default: the weights' own, 30 for the official ones)")
-    p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
-                   help="block scores -> video score (default: vote = fraction of fake blocks, as the reference)")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=512,
-                   help="blocks per forward pass (default: 512, the fastest on CPU)")
-    p.add_argument("--threads", type=int_range(1, 4096), default=None,
-                   help="CPU threads for PyTorch (default: PyTorch's choice, one per core; 1 is faster when "
-                        "other jobs keep the cores busy)")
-    p.add_argument("--protocol", action="store_true",
-                   help="table mode even for a single dataset/level (implied by several -d or -l values)")
-    p.add_argument("--output", metavar="DIR", default=None,
-                   help="folder for metrics.json, videos.csv and roc.png (protocol mode: protocol.json/.csv and "
-                        "one sub-folder per cell); default: ./evaluation/DATASET_LEVEL_SPLIT or "
-                        "./evaluation/protocol_SPLIT")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
-    p.add_argument("--no-cache", action="store_true", help="re-read the landmark text files, ignoring lrnet's cache")
-    p.add_argument("--offline", action="store_true", help="never download pretrained weights")
-    add_operating_flags(p)
     add_talk_flags(p)
-    cal = p.add_argument_group("calibration (choose and store a threshold on the val split)")
+    data = p.add_argument_group("data")
+    add_dataset_flags(data, multiple=True)
+    data.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default: test)")
+    data.add_argument("--no-cache", action="store_true", help="re-read the landmark files, ignoring lrnet's cache")
+    model = p.add_argument_group("weights and scoring")
+    add_weights_flag(model)
+    model.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    add_branch_flag(model)
+    model.add_argument("--block-size", type=block_size, default=None, metavar="N",
+                       help="frames per block (default: the weights' own, 30)")
+    model.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote", metavar="HOW",
+                       help="vote (default), mean-prob or mean-logit")
+    add_operating_flags(model)
+    run_flags = p.add_argument_group("run and output")
+    run_flags.add_argument("--batch-size", type=int_range(1, 1_000_000), default=512, metavar="N",
+                           help="blocks per forward pass (default: 512)")
+    run_flags.add_argument("--threads", type=int_range(1, 4096), default=None, metavar="N",
+                           help="PyTorch CPU threads (default: one per core)")
+    run_flags.add_argument("--protocol", action="store_true",
+                           help="table mode for a single dataset and level too")
+    run_flags.add_argument("--output", metavar="DIR", default=None,
+                           help="report folder (default: one under ./evaluation)")
+    run_flags.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    cal = p.add_argument_group("threshold calibration")
     cal.add_argument("--calibrate", action="store_true",
-                     help="choose the threshold on the validation split (at the EER, or at --target-fpr), store it in "
-                          "the weights folder's lrnet.json, then evaluate --split with it")
+                     help="choose the threshold on the val split (EER, or --target-fpr), store it with the "
+                          "weights, evaluate with it")
     cal.add_argument("--target-fpr", type=fraction, default=None, metavar="F",
-                     help="with --calibrate: the threshold with the best TPR at a false positive rate <= F (e.g. 0.05)")
+                     help="the threshold with the best TPR at a false positive rate <= F (e.g. 0.05)")
     cal.add_argument("--calibrate-to", metavar="DIR", default=None,
-                     help="with --calibrate on registry weights (ffpp-raw, dfo): the folder to store the threshold in; "
-                          "use it afterwards as --weights DIR")
+                     help="for registry weights (dfo, ffpp-raw): the folder to store the threshold in (then use "
+                          "--weights DIR)")
     p.set_defaults(func=run)
 
 
@@ -88,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
-    from ..model import select_device
+    from ..device import select_device
     from ..weights import resolve_weights
 
     if args.threads is not None:
@@ -127,6 +123,7 @@ def calibration_target(spec: str, calibrate_to):
     """``(folder, pretrained name or None)`` where ``--calibrate`` stores its threshold, or a one-line refusal."""
     from ..errors import LrnetError
     from ..weights import PRETRAINED, calibration_folder
+    from ..weights.runfile import run_file
 
     folder = calibration_folder(spec)
     if spec in PRETRAINED:
@@ -139,7 +136,7 @@ def calibration_target(spec: str, calibrate_to):
                          "in; put the weights in a folder and pass that")
     if calibrate_to and Path(calibrate_to).resolve() != folder.resolve():
         raise LrnetError(f"--calibrate-to is for registry weights; the threshold of {spec} is stored in "
-                         f"{folder / 'lrnet.json'}")
+                         f"{run_file(folder)}")
     return folder, None
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from .common import configure_logging, int_range, positive_int
+from .common import Flags, configure_logging, int_range, positive_int
 from .jobflags import add_job_flags, job_settings, print_summary
 
 
-def add_extract_flags(p: argparse.ArgumentParser) -> None:
+def add_extract_flags(p: Flags) -> None:
     """The face detector's settings (shared with ``lrnet detect``)."""
     p.add_argument("--detect-every", type=positive_int, default=10, metavar="N",
                    help="run the face detector every N frames, carrying the box forward in between (default: 10)")
@@ -28,21 +28,20 @@ def extract_options(args: argparse.Namespace, max_frames=None):
 
 def register(sub) -> None:
     e = sub.add_parser("extract", help="turn a folder of videos into landmark files (dataset building)",
-                       description="Extract and calibrate landmarks for every video under INPUT_DIR and write "
-                                   "them as .txt files under OUTPUT_DIR. Resumable (finished outputs are "
-                                   "skipped), atomic, one writer per OUTPUT_DIR; runs in local processes or "
-                                   "on a Dask cluster; a CSV log records per-video statistics. Exit status 1 "
-                                   "when some videos failed (each is reported and logged).")
-    e.add_argument("input_dir", metavar="INPUT_DIR")
-    e.add_argument("output_dir", metavar="OUTPUT_DIR")
-    e.add_argument("--layout", choices=("flat", "ffpp"), default="flat",
-                   help="flat: mirror the input tree; ffpp: map the FaceForensics++ tree onto "
-                        "OUTPUT_DIR/{Origin,DF,F2F,FS,NT}/{raw,c23,c40}/{train,val,test}/ (default: flat)")
-    e.add_argument("--splits", metavar="DIR", help="folder with the FF++ train.json, val.json, test.json "
-                   "(default: INPUT_DIR/splits)")
-    e.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
-                   help="only the first N frames of each video (quick trials)")
-    add_extract_flags(e)
+                       description="Extract and calibrate landmarks for every video under INPUT_DIR into .txt "
+                                   "files under OUTPUT_DIR: resumable, atomic, in local processes or on a Dask "
+                                   "cluster, with a per-video CSV log. Exit status 1 when some videos failed.")
+    e.add_argument("input_dir", metavar="INPUT_DIR", help="folder of videos (searched recursively)")
+    e.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder for the landmark files and the log")
+    layout = e.add_argument_group("layout")
+    layout.add_argument("--layout", choices=("flat", "ffpp"), default="flat",
+                        help="flat: mirror the input tree (default); ffpp: map the FaceForensics++ tree onto "
+                             "OUTPUT_DIR/{Origin,DF,F2F,FS,NT}/{raw,c23,c40}/{train,val,test}/")
+    layout.add_argument("--splits", metavar="DIR",
+                        help="folder of the FF++ train.json, val.json, test.json (default: INPUT_DIR/splits)")
+    layout.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
+                        help="only the first N frames of each video (quick trials)")
+    add_extract_flags(e.add_argument_group("face detector"))
     add_job_flags(e, "extract")
     e.set_defaults(func=run_extract)
 

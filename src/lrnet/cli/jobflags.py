@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_talk_flags, int_range
+from .common import Flags, add_talk_flags, int_range
 
 
 def scheduler_address(text: str) -> str:
@@ -23,7 +23,9 @@ def scheduler_address(text: str) -> str:
     return text
 
 
-def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
+def add_job_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Two argument groups: where the job runs, and its log and console output."""
+    p: Flags = parser.add_argument_group("where it runs")
     p.add_argument("-j", "--workers", type=int_range(1, 4096), default=None, metavar="N",
                    help="worker processes on this machine (default: 1)")
     p.add_argument("--scheduler", type=scheduler_address, metavar="local:N|tcp://HOST:8786",
@@ -32,6 +34,7 @@ def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--retries", type=int_range(0, 100), default=2, metavar="N",
                    help="with --scheduler: re-runs of a video whose task crashed (default: 2; content "
                         "failures such as no face are never retried)")
+    p = parser.add_argument_group("log and output")
     p.add_argument("--log", metavar="CSV", help=f"per-video log (default: OUTPUT_DIR/{command}_log.csv)")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose output already exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

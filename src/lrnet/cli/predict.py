@@ -21,7 +21,7 @@ def register(sub) -> None:
                        description="Score landmark files or folders of them; print one verdict per video, with "
                                    "the 95%% interval of its score and the threshold that decided it.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="landmark files or folders of .txt files")
-    add_weights_flag(p, "ffpp-raw")
+    add_weights_flag(p)
     add_branch_flag(p)
     p.add_argument("--block-size", type=block_size, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..landmarks import find_landmark_files, read_landmarks
     from ..detector import load_detector
-    from ..model import select_device
+    from ..device import select_device
 
     device = select_device(args.gpu)
     files = find_landmark_files(args.paths)

@@ -33,26 +33,34 @@ from .common import (
 def register(sub) -> None:
     p = sub.add_parser(
         "robustness", help="measure how verdicts change under landmark noise, frame drops, re-timing, compression",
-        description="Score a landmark dataset split, labelled landmark files or labelled videos clean and under "
-                    "perturbations; report video AUC, accuracy, mean |score change| and verdict flips versus clean "
-                    "per perturbation and strength (table, robustness.json/.csv, videos.csv, robustness.png).")
-    add_dataset_flags(p)
-    p.add_argument("--split", choices=SPLITS, default="test", help="dataset split (default: test)")
-    p.add_argument("--real", nargs="+", default=[], metavar="PATH", help="real landmark files / videos (or folders)")
-    p.add_argument("--fake", nargs="+", default=[], metavar="PATH", help="fake landmark files / videos (or folders)")
-    p.add_argument("--videos", metavar="DIR", help="a folder of videos with real/ and fake/ sub-folders")
-    add_weights_flag(p, "ffpp-raw")
-    p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
-                   help="block scores -> video score (default: vote)")
-    add_operating_flags(p)
+        description="Score labelled landmarks or videos clean and perturbed: AUC, accuracy, score change and "
+                    "verdict flips per perturbation and strength (table, JSON, CSV, PNG).")
+    add_gpu_flag(p)
+    add_talk_flags(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    data = p.add_argument_group("input: a dataset split (as lrnet evaluate), --real/--fake, or --videos")
+    add_dataset_flags(data)
+    data.add_argument("--split", choices=SPLITS, default="test", metavar="SPLIT",
+                      help="train, val or test (default: test)")
+    data.add_argument("--real", nargs="+", default=[], metavar="PATH", help="real landmark files / videos / folders")
+    data.add_argument("--fake", nargs="+", default=[], metavar="PATH", help="fake landmark files / videos / folders")
+    data.add_argument("--videos", metavar="DIR", help="a folder of videos in real/ and fake/ sub-folders")
+    data.add_argument("--no-cache", action="store_true", help="re-read landmark files, ignoring lrnet's cache")
+    model = p.add_argument_group("weights and scoring")
+    add_weights_flag(model)
+    model.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    model.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote", metavar="HOW",
+                       help="vote (default), mean-prob or mean-logit")
+    add_operating_flags(model)
     g = p.add_argument_group("landmark perturbations (landmark inputs)")
     g.add_argument("--noise", type=positive_float, nargs="+", default=None, metavar="PX",
-                   help="landmark jitter sigma, pixels of the 400-px crop (default: 0.5 1 2 4)")
+                   help="jitter sigma in px, 400-px crop (default: 0.5 1 2 4)")
     g.add_argument("--drop", type=fraction, nargs="+", default=None, metavar="F",
                    help="fraction of frames dropped (default: 0.1 0.25 0.5)")
     g.add_argument("--duplicate", type=fraction, nargs="+", default=None, metavar="F",
                    help="fraction of frames shown twice (default: 0.1 0.25 0.5)")
-    g.add_argument("--seeds", type=int_range(1, 1000), default=3, help="seeds per random perturbation (default: 3)")
+    g.add_argument("--seeds", type=int_range(1, 1000), default=3, metavar="N",
+                   help="seeds per random perturbation (default: 3)")
     g.add_argument("--seed", type=seed, default=0, help="first seed (default: 0)")
     v = p.add_argument_group("video perturbations (video inputs)")
     v.add_argument("--crf", type=int_range(0, 51), nargs="+", default=None, metavar="CRF",
@@ -61,21 +69,17 @@ def register(sub) -> None:
                    help="downscale to this height (default: 360)")
     v.add_argument("--blur", type=positive_float, nargs="+", default=None, metavar="SIGMA",
                    help="Gaussian blur sigma in pixels (default: 1.5)")
-    v.add_argument("--pixel-noise", type=positive_float, nargs="+", default=None, metavar="STD",
+    v.add_argument("--pixel-noise", type=positive_float, nargs="+", default=None, metavar="SD",
                    help="Gaussian pixel noise, 8-bit levels (default: 5)")
-    p.add_argument("--fps-factor", type=float_range(0.01, 100), nargs="+", default=None, metavar="X",
-                   help="re-time to X times the frame rate (default: 0.5 2)")
-    p.add_argument("--only", nargs="+", default=None, metavar="KIND",
-                   help="run only these perturbations (landmarks: noise drop duplicate fps; videos: crf height fps "
-                        "blur pixel-noise)")
-    p.add_argument("--output", metavar="DIR", default=None, help="output folder (default: ./robustness/NAME)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished report / cached video results")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_talk_flags(p)
-    p.add_argument("--offline", action="store_true", help="never download pretrained weights")
-    p.add_argument("--no-cache", action="store_true", help="re-read landmark text files, ignoring lrnet's cache")
-    add_gpu_flag(p)
+    both = p.add_argument_group("both kinds, and output")
+    both.add_argument("--fps-factor", type=float_range(0.01, 100), nargs="+", default=None, metavar="X",
+                      help="re-time to X times the frame rate (default: 0.5 2)")
+    both.add_argument("--only", nargs="+", default=None, metavar="KIND",
+                      help="only these: noise drop duplicate fps (landmarks), crf height fps blur pixel-noise "
+                           "(videos)")
+    both.add_argument("--output", metavar="DIR", default=None, help="output folder (default: ./robustness/NAME)")
+    both.add_argument("--overwrite", action="store_true", help="replace a finished report and cached results")
+    both.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.set_defaults(func=run)
 
 
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 def _robustness(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..locks import output_lock
-    from ..model import select_device
+    from ..device import select_device
     from ..robustness import format_robustness, save_robustness
     from ..weights import resolve_weights
 

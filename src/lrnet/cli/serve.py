@@ -13,30 +13,34 @@ def register(sub) -> None:
                        description="Serve a page and a JSON API (/api/v1, documented at /docs) that take a video "
                                    "or a landmark file and return the verdict of `lrnet detect` / `lrnet predict`. "
                                    "Listens on 127.0.0.1 unless told otherwise; any other address needs --token.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=port_number, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
-    add_weights_flag(p, "dfo")
-    p.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
-                   help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
-    p.add_argument("--queue", type=positive_int, default=32, metavar="N",
-                   help="jobs that may wait for a worker; more are refused with 503 (default: 32)")
-    p.add_argument("--max-live", type=nonneg_int, default=2, metavar="N",
-                   help="live sessions (the page's Live tab, POST /api/v1/live) at once, each with its own worker "
-                        "process; more are refused with 503; 0 turns live mode off (default: 2)")
-    p.add_argument("--max-upload-mb", type=positive_float, default=500.0, metavar="MB",
-                   help="largest upload accepted (default: 500)")
-    p.add_argument("--max-seconds", type=positive_float, default=600.0, metavar="S",
-                   help="longest video accepted, in seconds of footage (default: 600)")
-    p.add_argument("--job-timeout", type=positive_float, default=1800.0, metavar="S",
-                   help="a job still running after this many seconds is stopped and failed (default: 1800)")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="uploads and results (default: $XDG_DATA_HOME/lrnet/serve, ~/.local/share/lrnet/serve)")
-    p.add_argument("--keep-hours", type=positive_float, default=24.0, metavar="H",
-                   help="finished jobs are deleted after this many hours (default: 24)")
-    p.add_argument("--token", default=os.environ.get("LRNET_SERVE_TOKEN"), metavar="TOKEN",
-                   help="require 'Authorization: Bearer TOKEN' on the API (default: $LRNET_SERVE_TOKEN; "
-                        "needed to listen on a non-loopback address)")
-    p.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    net = p.add_argument_group("where it listens")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    net.add_argument("--port", type=port_number, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
+    net.add_argument("--token", default=os.environ.get("LRNET_SERVE_TOKEN"), metavar="TOKEN",
+                     help="require 'Authorization: Bearer TOKEN' on the API (default: $LRNET_SERVE_TOKEN; "
+                          "needed to listen on a non-loopback address)")
+    model = p.add_argument_group("weights")
+    add_weights_flag(model)
+    model.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    limits = p.add_argument_group("work and limits")
+    limits.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
+                        help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
+    limits.add_argument("--queue", type=positive_int, default=32, metavar="N",
+                        help="jobs that may wait for a worker; more are refused with 503 (default: 32)")
+    limits.add_argument("--max-live", type=nonneg_int, default=2, metavar="N",
+                        help="live sessions (Live tab, POST /api/v1/live) at once, a worker process each; "
+                             "more get 503; 0: live mode off (default: 2)")
+    limits.add_argument("--max-upload-mb", type=positive_float, default=500.0, metavar="MB",
+                        help="largest upload accepted (default: 500)")
+    limits.add_argument("--max-seconds", type=positive_float, default=600.0, metavar="S",
+                        help="longest video accepted, in seconds of footage (default: 600)")
+    limits.add_argument("--job-timeout", type=positive_float, default=1800.0, metavar="S",
+                        help="a job still running after this many seconds is stopped and failed (default: 1800)")
+    store = p.add_argument_group("storage")
+    store.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="uploads and results (default: $XDG_DATA_HOME/lrnet/serve, ~/.local/share/lrnet/serve)")
+    store.add_argument("--keep-hours", type=positive_float, default=24.0, metavar="H",
+                       help="finished jobs are deleted after this many hours (default: 24)")
     p.set_defaults(func=run)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from .common import (
+    Flags,
     add_branch_flag,
     add_dataset_flags,
     add_gpu_flag,
@@ -38,60 +39,54 @@ _FLAG_KEYS = (("batch_size", "batch_size"), ("block_size", "block_size"), ("seed
 def register(sub) -> None:
     p = sub.add_parser(
         "train", help="train LRNet branches (g1, g2) on a landmark dataset",
-        description="Train the LRNet branches on the train split of a landmark dataset, keeping the weights with the "
-                    "best validation accuracy. Writes OUT/g1.pth, OUT/g2.pth (official format), OUT/lrnet.json, "
-                    "resume checkpoints, per-epoch histories (JSON/CSV) and OUT/training_curves.png.",
-        epilog="Presets: reference (the reference code's defaults), paper (GRU 64, block 60, dropout 0.25, 500 "
-               "epochs), tf-legacy (the TensorFlow-era branch). `lrnet train --list-presets` prints them side by side.")
+        description="Train the LRNet branches on a landmark dataset's train split, keeping the weights with the best "
+                    "val accuracy. Writes OUT/g1.pth, OUT/g2.pth (official format), OUT/lrnet.json, checkpoints, "
+                    "histories and OUT/training_curves.png.")
     add_gpu_flag(p)
-    add_dataset_flags(p)
+    add_talk_flags(p, "also log every epoch, and lrnet's debug lines")
+    p.add_argument("--list-presets", action="store_true", help="print the presets side by side and exit")
+    data = p.add_argument_group("data")
+    add_dataset_flags(data)
     p.set_defaults(root=None)  # None: the config's add_dataset_root (./datasets by default)
-    add_branch_flag(p)
-    _add_setting_flags(p)
-    _add_run_flags(p)
+    data.add_argument("--no-cache", action="store_true", help="re-read the landmark files, ignoring lrnet's cache")
+    data.add_argument("--fps", type=positive_float, default=None,
+                      help="the videos' frame rate, for lrnet.json (default: extract_log.csv's, else 30)")
+    _add_setting_flags(p.add_argument_group("settings (preset, then --config files, --set, then these flags)"))
+    _add_speed_flags(p.add_argument_group("speed"))
+    folder = p.add_argument_group("run folder")
+    folder.add_argument("--output", "-o", default=None, metavar="DIR",
+                     help="run folder, OUT (default: add_weights of the config, else ./runs/DATASET_LEVEL)")
+    folder.add_argument("--resume", action="store_true", help="continue the run in OUT with its recorded settings")
+    folder.add_argument("--overwrite", action="store_true", help="replace the training run already in OUT")
     p.set_defaults(func=run)
 
 
-def _add_setting_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="reference", help="named settings: reference (default), paper, tf-legacy")
+def _add_setting_flags(p: Flags) -> None:
+    p.add_argument("--preset", default="reference", metavar="NAME",
+                   help="reference (default), paper, tf-legacy (--list-presets)")
     p.add_argument("--config", action="append", default=[], metavar="YAML",
-                   help="YAML file of settings (reference keys such as BLOCK_SIZE, EPOCHS_g1, rnn_unit); repeatable")
+                   help="settings with the reference's keys (BLOCK_SIZE, EPOCHS_g1, ...); repeatable")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override one setting, e.g. --set EPOCHS_g1=100 --set rnn_unit=64; repeatable")
-    p.add_argument("--epochs", type=COUNT, default=None,
-                   help="epochs for every trained branch (EPOCHS_g1/EPOCHS_g2)")
-    p.add_argument("--batch-size", type=COUNT, default=None, help="mini-batch size (BATCH_SIZE)")
-    p.add_argument("--lr", type=positive_float, default=None,
-                   help="Adam learning rate of every branch (LEARNING_RATE_g*)")
-    p.add_argument("--block-size", type=block_size, default=None, help="frames per block (BLOCK_SIZE, >= 2)")
+                   help="one setting, e.g. --set rnn_unit=64; repeatable")
+    add_branch_flag(p)
+    p.add_argument("--epochs", type=COUNT, default=None, metavar="N", help="epochs of every trained branch")
+    p.add_argument("--batch-size", type=COUNT, default=None, metavar="N", help="mini-batch size")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate of every branch")
+    p.add_argument("--block-size", type=block_size, default=None, metavar="N", help="frames per block (>= 2)")
     p.add_argument("--seed", type=seed, default=None, help="random seed: same seed, same weights (on CPU)")
-    p.add_argument("--patience", type=COUNT, default=None,
-                   help="stop a branch after this many epochs without a better val accuracy (default: off)")
-    p.add_argument("--threads", type=int_range(1, 4096), default=None,
-                   help="PyTorch threads per branch, fixed (default: automatic; concurrent branches share the "
-                        "cores and a branch left alone takes them all)")
-    p.add_argument("--concurrent", choices=("auto", "on", "off"), default=None,
-                   help="train g1 and g2 at the same time (default auto: on a multi-core CPU when both are trained)")
+    p.add_argument("--patience", type=COUNT, default=None, metavar="N",
+                   help="stop a branch after N epochs without improving")
+
+
+def _add_speed_flags(p: Flags) -> None:
+    p.add_argument("--threads", type=int_range(1, 4096), default=None, metavar="N",
+                   help="PyTorch threads per branch (default: automatic)")
+    p.add_argument("--concurrent", choices=("auto", "on", "off"), default=None, metavar="WHEN",
+                   help="train g1 and g2 at once: auto (default: on a multi-core CPU), on, off")
     p.add_argument("--gru", choices=("fused", "torch"), default=None,
-                   help="GRU implementation for training on CPU (default fused: same maths, faster; its time "
-                        "steps run in a C++ loop built on first use, see LRNET_GRU_KERNEL in the README)")
+                   help="CPU GRU: fused (default; same maths, a C++ loop built on first use) or torch")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 GRU matrix products on CPU, fp32 accumulation and states (default: on where the "
-                        "CPU has native bfloat16, AVX512-BF16/AMX; --no-bf16 for plain fp32)")
-
-
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", "-o", default=None, metavar="DIR",
-                   help="run folder (default: add_weights from the config, else ./runs/DATASET_LEVEL)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in OUT from its checkpoints (same settings as recorded in OUT/lrnet.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace the training run already in OUT")
-    p.add_argument("--fps", type=positive_float, default=None,
-                   help="frame rate of the training videos, recorded in lrnet.json (default: from the dataset's "
-                        "extract_log.csv, or 30 for synthetic data)")
-    p.add_argument("--no-cache", action="store_true", help="re-read the landmark text files, ignoring lrnet's cache")
-    add_talk_flags(p, "also log every epoch, and lrnet's debug lines")
-    p.add_argument("--list-presets", action="store_true", help="print the presets side by side and exit")
+                   help="bfloat16 GRU products on CPU, fp32 states (default: on a CPU with native bfloat16)")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -177,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from ..datasets import load_split
     from ..errors import LrnetError
-    from ..model import select_device
+    from ..device import select_device
     from ..runs import open_run
     from ..train import input_folders, train
 

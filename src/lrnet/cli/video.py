@@ -50,6 +50,11 @@ def register(sub) -> None:
     d.add_argument("--max-reused", type=nonneg_int, default=10, metavar="N",
                    help="a run of more than N frames without landmarks of their own ends a segment and is "
                         "dropped (default: 10)")
+    d.add_argument("--faces", choices=("all", "largest"), default="all",
+                   help="follow every face (the verdict is the most suspicious one's) or only the largest "
+                        "(default: all)")
+    d.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
+                   help="faces other than the largest must be at least PX pixels tall (default: 80)")
     d.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(d)
     add_extract_flags(d)
@@ -148,7 +153,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     from ..detect import detect_video
     from ..detector import load_detector
-    from ..model import select_device
+    from ..device import select_device
 
     device = select_device(args.gpu)
     options = extract_options(args, args.max_frames)
@@ -165,7 +170,8 @@ def run_detect(args: argparse.Namespace) -> int:
               f"{'segs':>4} {'fps':>5} {'time s':>7} {'frames/s':>8}")
     for video in args.videos:
         try:
-            result = detect_video(video, detector, options, fps_policy=args.fps_policy)
+            result = detect_video(video, detector, options, fps_policy=args.fps_policy, faces=args.faces,
+                                  min_face=args.min_face)
             _write_outputs(result, outputs[video])
         except LrnetError as exc:
             failures += 1

@@ -6,9 +6,9 @@ stream on stdin). One line per block (time span, p(fake), the rolling verdict ov
 ``--window`` blocks), or JSON lines with ``--json``; cuts, lost faces, gaps and alerts as they
 happen; a summary at the end or on Ctrl-C.
 
-Exit status: 0 the source ended and the alert rule never held; 3 the alert rule held at some
-point (``--alert K/N``: K of the last N blocks fake); 2 a usage error or a source that cannot be
-opened; 130 interrupted (after the summary).
+Exit status: 0 the source ended and the alert rule never held; 1 no block could be judged (no
+face, too short); 3 the alert rule held at some point (``--alert K/N``: K of the last N blocks
+fake); 2 a usage error or a source that cannot be opened; 130 interrupted (after the summary).
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ def register(sub) -> None:
                        help="how block scores become the rolling and final score (default: vote)")
     model.add_argument("--fps-policy", choices=("resample", "keep"), default="resample",
                        help="resample a source faster than the weights' frame rate (default) or keep every frame")
+    model.add_argument("--faces", choices=("all", "largest"), default="all",
+                       help="follow every face (a call's gallery view) or only the largest (default: all)")
+    model.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
+                       help="faces other than the largest must be at least PX pixels tall (default: 80)")
     model.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(model)
     add_gpu_flag(model)
@@ -73,7 +77,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..detector import load_detector
-    from ..model import select_device
+    from ..device import select_device
     from ..sources import Gap, open_source
     from ..stream import LiveOptions, StreamPipeline
 
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         detector = load_detector(args.weights, aggregation=args.aggregate, threshold=args.threshold,
                                  uncertain=args.uncertain, device=select_device(args.gpu), download=not args.offline)
         pipe = StreamPipeline(detector, live=LiveOptions(args.window, args.alert), source_fps=source.fps,
-                              fps_policy=args.fps_policy, name=args.source)
+                              fps_policy=args.fps_policy, name=args.source, faces=args.faces, min_face=args.min_face)
         show = _printer(args.json)
         if not args.json:
             print(f"watching {args.source} ({source.kind}{', real time' if args.realtime else ''})   weights: "
@@ -98,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         for event in pipe.close():
             show(event.to_dict())
-    return EXIT_ALERT if pipe.alerts else 0
+    if pipe.alerts:
+        return EXIT_ALERT
+    return 0 if any(lane.blocks for lane in pipe.all_lanes()) else 1  # 1: nothing could be judged
 
 
 def _printer(as_json: bool):

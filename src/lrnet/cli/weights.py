@@ -16,18 +16,21 @@ def register(sub) -> None:
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
     wsub.required = True
     ls = wsub.add_parser("list", help="show the registry, what is cached, and each pair's model card")
-    ls.add_argument("--json", action="store_true", help="one JSON object per pair")
+    ls.add_argument("--json", action="store_true", help="one JSON object per pair (as lrnet.list_weights())")
     ls.set_defaults(func=run_list)
-    show = wsub.add_parser("show", help="show the model card of a registry name or a weights folder")
+    show = wsub.add_parser("show", help="show the model card of a registry name or a weights folder (offline)",
+                           description="Show a model card and, for a registry pair, what of it is cached. "
+                                       "Never downloads.")
     show.add_argument("spec", metavar="NAME|DIR", help="registry name (ffpp-raw, dfo) or a weights / run folder")
     show.add_argument("--json", action="store_true", help="print the card as JSON")
-    show.add_argument("--offline", action="store_true", help="never download pretrained weights")
+    show.add_argument("--offline", action="store_true", help=argparse.SUPPRESS)  # show never downloads
     show.set_defaults(func=run_show)
     dl = wsub.add_parser("download", help="download a named pair into the cache")
     dl.add_argument("name", help="registry name (ffpp-raw, dfo)")
     dl.add_argument("--from", dest="mirror", metavar="DIR|URL",
                     help="take g1.pth/g2.pth from this folder or URL instead of the official location "
-                         "(still verified against the registry's SHA-256)")
+                         "(still verified against the registry's SHA-256; when the pair is already cached, "
+                         "a folder's files are checked against it)")
     dl.add_argument("--cache-dir", default=None, help="cache folder (default: $LRNET_CACHE or ~/.cache/lrnet)")
     dl.set_defaults(func=run_download)
 
@@ -48,45 +51,63 @@ def format_card(card, indent: str = "  ") -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..weights import PRETRAINED, cache_dir, sha256_of
+    from ..weights import cache_dir, list_weights
 
-    root = cache_dir()
     if not args.json:
-        print(f"cache: {root}")
-    for name, pair in PRETRAINED.items():
-        state = {}
-        for branch, wf in pair.files.items():
-            path = root / name / f"{branch}.pth"
-            state[branch] = "cached" if path.exists() and sha256_of(path) == wf.sha256 else "missing"
-        card = {**pair.card(), "threshold": 0.5, "threshold_source": "default"}
+        print(f"cache: {cache_dir()}")
+    for row in list_weights():
         if args.json:
-            print(json.dumps({"name": name, "description": pair.description, "files": state, "card": card}))
+            print(json.dumps(row))  # name, description, folder, files, cached, card
             continue
-        print(f"{name:<10} {' '.join(f'{b}:{s}' for b, s in state.items()):<28} {pair.description}")
-        print(format_card(card, indent=" " * 11))
+        print(f"{row['name']:<10} {' '.join(f'{b}:{s}' for b, s in row['files'].items()):<28} {row['description']}")
+        print(format_card(row["card"], indent=" " * 11))
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ..weights import resolve_weights
+    from ..weights import weights_card
 
-    weights = resolve_weights(args.spec, download=not args.offline)
-    card = {k: v for k, v in weights.card.items() if k != "threshold_record"}
+    shown = weights_card(args.spec)  # never downloads (--offline is kept for old scripts)
+    card = {k: v for k, v in shown["card"].items() if k != "threshold_record"}
+    cache = shown["cache"]
     if args.json:
-        print(json.dumps({"source": weights.source, **weights.card}, indent=1))
+        print(json.dumps({"source": shown["source"], **shown["card"], **({"cache": cache} if cache else {})},
+                         indent=1))
         return 0
-    print(f"{weights.source}")
+    print(shown["source"])
     print(format_card(card))
+    if cache:
+        files = ", ".join(f"{b} {s}" for b, s in cache["files"].items())
+        todo = "" if all(s == "cached" for s in cache["files"].values()) else \
+            f"; `lrnet weights download {cache['name']}` fetches what is missing"
+        print(f"  cache: {files} ({cache['folder']}){todo}")
     return 0
 
 
 def run_download(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..weights import cache_dir, fetch_pretrained
+    from ..errors import LrnetError
+    from ..weights import cache_dir, cache_state, check_source, fetch_pretrained
 
     root = Path(args.cache_dir) / args.name if args.cache_dir else cache_dir() / args.name
+    before = cache_state(args.name, root)
+    cached = [b for b, s in before.items() if s == "cached"]
+    matched = None
+    if args.mirror and cached:  # --from is not ignored when cached: its files must be the registry's too
+        try:
+            matched = check_source(args.name, args.mirror)
+        except LrnetError as exc:
+            raise LrnetError(f"{exc} (the cached {'/'.join(cached)} in {root} are intact and kept)") from None
     paths = fetch_pretrained(args.name, root=root, mirror=args.mirror, progress=True)
     for branch, path in paths.items():
-        print(f"{args.name} {branch}: {path} (SHA-256 verified)")
+        if branch not in cached:
+            print(f"{args.name} {branch}: {path} (SHA-256 verified)")
+        elif not args.mirror:
+            print(f"{args.name} {branch}: {path} (already cached, SHA-256 verified)")
+        elif matched is not None:
+            print(f"{args.name} {branch}: {path} (already cached, SHA-256 verified; "
+                  f"{matched[branch]} matches it, nothing copied)")
+        else:
+            print(f"{args.name} {branch}: {path} (already cached, SHA-256 verified; {args.mirror} not read)")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import html
 import json
 import shutil
 import socket
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -318,6 +319,13 @@ def _page(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type="text/html", headers=PAGE_HEADERS)
 
 
+def _docs_page(request: Request) -> HTMLResponse:
+    """The API page, its curl examples addressed to this server as the client reached it (host:port)."""
+    origin = html.escape(str(request.base_url).rstrip("/"), quote=True)
+    text = (STATIC / "docs.html").read_text(encoding="utf-8").replace("{{ORIGIN}}", origin)
+    return HTMLResponse(text, headers=PAGE_HEADERS)
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application of a started `Service`; the pool is closed when the app shuts down."""
 
@@ -336,7 +344,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(live_router, prefix="/api/v1", dependencies=[Depends(require_token)])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", lambda: _page("index.html"), include_in_schema=False)
-    app.add_api_route("/docs", lambda: _page("docs.html"), include_in_schema=False)
+    app.add_api_route("/docs", _docs_page, include_in_schema=False)
     app.add_api_route("/healthz", lambda: {"status": "ok"}, summary="Alive")
     app.add_api_route("/readyz", lambda: _readiness(service), summary="Workers loaded and queue not full")
     return app

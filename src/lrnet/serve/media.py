@@ -49,9 +49,11 @@ def probe_video(path: Path) -> VideoInfo:
             stream = container.streams.video[0]
             ctx = stream.codec_context
             fps = float(stream.average_rate) if stream.average_rate else None
-            duration = container.duration / 1e6 if container.duration else None
-            if duration is None and stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
+            # the video stream's own length first: the container's is the longest stream's (audio too)
+            duration = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                        else None)
+            if duration is None and container.duration:
+                duration = container.duration / 1e6
             frames = int(stream.frames) or None
             if duration is None and frames and fps:
                 duration = frames / fps

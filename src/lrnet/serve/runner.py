@@ -2,7 +2,7 @@
 
 Runs inside a worker process (never on the server's event loop). A video goes through
 `lrnet.detect.detect_video`, a landmark file through `lrnet.landmarks.read_landmarks` and
-`lrnet.scoring.score_sequence`: the same code, and so the same numbers, as ``lrnet detect`` and
+`lrnet.detector.Detector.score_sequence`: the same code, and so the same numbers, as ``lrnet detect`` and
 ``lrnet predict``. The result is `to_dict(with_blocks=True)` with every key passed through, plus
 the weights and threshold used, the time axis and ``block_details`` (computed here when the
 detector does not give them). Failures raise `LrnetError` with the message the CLI would print,
@@ -21,13 +21,13 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
-from ..model import LoadedWeights
 from ..detector import Detector
 from ..scoring import VideoResult
-from .media import transcode_h264
+from ..weights import LoadedWeights
+from .media import probe_video, transcode_h264
 from .store import Task
 
-__all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "warm_up"]
+__all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "video_duration", "warm_up"]
 
 DEFAULT_FPS = 25.0  # time axis of a landmark file when the weights do not name a frame rate
 ProgressFn = Callable[[str, float], None]
@@ -48,6 +48,21 @@ def block_details(scoring: VideoResult, block_size: int, times: np.ndarray, fps:
              "p_fake": round(float(scoring.block_scores[i]), 6),
              **{f"p_{b}": None if v is None else round(float(v[i]), 6) for b, v in branch.items()}}
             for i in range(n)]
+
+
+def video_duration(header_s: Optional[float], times: np.ndarray, source_fps: float,
+                   decoded: int = 0) -> float:
+    """A video's length in seconds, from its clock, never from a frame count divided by the scoring rate.
+
+    `header_s`: the duration its header gives (`probe_video`; None when unknown); else `decoded`
+    frames at the file's own rate `source_fps`. Never less than the last scored frame's
+    timestamp (`times` ``(rows,)``, seconds) plus one source frame: that frame was shown that long.
+    """
+    frame_s = 1.0 / source_fps if source_fps > 0 else 0.0
+    seen = float(times[-1]) + frame_s if len(times) else 0.0
+    if header_s:
+        return max(float(header_s), seen)
+    return max(decoded * frame_s, seen)
 
 
 def _weights_facts(weights: LoadedWeights) -> Dict[str, Any]:
@@ -103,8 +118,9 @@ def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> D
     for key, value in _weights_facts(weights).items():
         out.setdefault(key, value)
     out.setdefault("fps", round(stats.fps, 4))
-    out.update(kind="video", time_fps=fps, duration_s=round(stats.frames / fps, 4),
-               width=stats.width, height=stats.height)
+    # the video's real length: with a 30 fps file scored at 25 fps, decoded frames / 25 would overstate it by 20 %
+    duration = video_duration(probe_video(Path(task.upload)).duration_s, times, float(stats.fps), stats.frames)
+    out.update(kind="video", time_fps=fps, duration_s=round(duration, 4), width=stats.width, height=stats.height)
     folder = Path(task.folder)
     write_landmarks(folder / "landmarks.txt", result.landmarks.sequence)
     calibrated = result.landmarks.points_in_frame()

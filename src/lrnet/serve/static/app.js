@@ -8,9 +8,11 @@ const STAGES = {
   calibration: "Calibrating the landmarks", scoring: "Scoring blocks", video: "Preparing the video for the browser",
   done: "Done", failed: "Failed", cancelled: "Cancelled",
 };
-// Share of the bar each stage fills, in order.
-const WEIGHTS = [["landmarks", 0.75], ["calibration", 0.15], ["scoring", 0.05], ["video", 0.05]];
-const state = { token: sessionStorage.getItem("lrnet-token") || "", job: null, shown: null, events: null, marks: null, file: null };
+// Share of the bar the upload fills, then each stage's, in order: together exactly 1.
+const UPLOAD_SHARE = 0.05;
+const WEIGHTS = [["landmarks", 0.7], ["calibration", 0.15], ["scoring", 0.05], ["video", 0.05]];
+const state = { token: sessionStorage.getItem("lrnet-token") || "", job: null, shown: null, events: null, marks: null, file: null,
+  progress: 0 };
 
 // ------------------------------------------------------------------------------- API
 class AuthError extends Error {}
@@ -35,6 +37,8 @@ function withToken(url) {
 }
 
 function askToken(message) {
+  // nothing else works without a token: no empty dropdowns under the prompt
+  ["upload", "progress", "result", "recent"].forEach((id) => { $(id).hidden = true; });
   $("auth").hidden = false;
   $("auth-error").textContent = message || (state.token ? "That token was not accepted." : "");
   $("token").focus();
@@ -84,9 +88,10 @@ function upload(file) {
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/v1/jobs");
   if (state.token) xhr.setRequestHeader("Authorization", "Bearer " + state.token);
-  xhr.upload.onprogress = (e) => e.lengthComputable && showProgress("Uploading", e.loaded / e.total * 0.05, file.name);
+  xhr.upload.onprogress = (e) => e.lengthComputable && showProgress("Uploading", e.loaded / e.total * UPLOAD_SHARE, file.name);
   xhr.onload = () => uploaded(xhr);
   xhr.onerror = () => failUpload("The upload did not reach the server.");
+  state.progress = 0;
   showProgress("Uploading", 0, file.name);
   $("submit").disabled = true;
   xhr.send(form);
@@ -112,22 +117,28 @@ function failUpload(message) {
   $("submit").disabled = !state.file;
 }
 
+// The bar never moves back (a stage may report again, e.g. a second decode) and never passes 100 %.
 function showProgress(label, fraction, name) {
   $("upload").hidden = true;
   $("result").hidden = true;
   $("progress").hidden = false;
   if (name) $("progress-name").textContent = name;
-  $("bar").value = fraction;
-  $("stage").textContent = `${label} (${Math.round(fraction * 100)} %)`;
+  state.progress = Math.min(1, Math.max(state.progress, fraction ?? 0));
+  $("bar").value = state.progress;
+  $("stage").textContent = `${label} (${Math.round(state.progress * 100)} %)`;
 }
 
+// Fraction of the whole bar at `fraction` of `stage`: the stages before the work (queued, starting)
+// sit where the upload ended; an unknown stage gives null (the bar stays where it is).
 function overall(stage, fraction) {
-  let done = 0.05;
+  const part = Math.min(1, Math.max(0, Number(fraction) || 0));
+  if (stage === "queued" || stage === "starting") return UPLOAD_SHARE;
+  let done = UPLOAD_SHARE;
   for (const [name, share] of WEIGHTS) {
-    if (name === stage) return done + share * fraction;
+    if (name === stage) return Math.min(1, done + share * part);
     done += share;
   }
-  return done;
+  return null;
 }
 
 function follow(id) {
@@ -383,6 +394,7 @@ async function refreshRecent() {
 
 async function openJob(id) {
   state.job = id;
+  state.progress = 0;
   try {
     const job = await apiJson(`/api/v1/jobs/${id}`);
     if (job.status === "done") { history.replaceState(null, "", "#job=" + id); showResult(job); }
@@ -394,6 +406,7 @@ async function openJob(id) {
 function reset() {
   closeEvents();
   state.job = null;
+  state.progress = 0;
   history.replaceState(null, "", location.pathname);
   $("result").hidden = true;
   $("progress").hidden = true;
@@ -408,10 +421,15 @@ async function start() {
   try {
     await loadOptions();
   } catch (e) {
-    if (!(e instanceof AuthError)) $("upload-error").textContent = "The server did not answer: " + e.message;
+    if (!(e instanceof AuthError)) {
+      $("upload").hidden = false;
+      $("upload-error").textContent = "The server did not answer: " + e.message;
+    }
     return;
   }
   $("auth").hidden = true;
+  $("upload").hidden = false;
+  $("recent").hidden = false;
   refreshRecent();
   const match = location.hash.match(/^#job=([0-9a-f]{32})$/);
   if (match) openJob(match[1]);

@@ -37,6 +37,14 @@ function liveWireTabs() {
       target.focus();
     });
   });
+  // the tabs show when app.js shows the file view's controls (the API answered, the token was accepted)
+  const follow = () => {
+    const off = $("recent").hidden;
+    document.querySelector("[role=tablist]").hidden = off;
+    if (off && !$("view-live").hidden) liveSelectTab("file");
+  };
+  new MutationObserver(follow).observe($("recent"), { attributes: true, attributeFilter: ["hidden"] });
+  follow();
   if (location.hash === "#live") liveSelectTab("live");
 }
 

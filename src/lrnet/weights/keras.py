@@ -19,8 +19,9 @@ PyTorch's `nn.GRU`; only the gate order (Keras z, r, h; PyTorch r, z, n), the ma
 [input, recurrent]) differ. `read_keras_branch` converts them; ``tests/test_legacy.py`` checks the
 result against outputs of the original Keras model to 1e-5.
 
-The architecture itself lives in `lrnet.model` (``LEGACY_ARCHITECTURES["lrnet-tf"]``); this module only reads
-Keras files. `lrnet.weights.resolve_weights` sends ``g1.h5,g2.h5`` (or a folder holding them) here.
+The architecture itself lives in `lrnet.model` (``ARCHITECTURES["lrnet-tf"]``); this module only reads
+Keras files. `lrnet.weights.resolve_weights` sends ``g1.h5,g2.h5`` (or a folder holding them) here, and
+``lrnet convert-weights`` turns them into a ``.pth`` weights folder.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .errors import LrnetError
-from .model import LegacyLRNet, LoadedWeights, ModelConfig, check_state_dict, legacy_config
+from ..errors import LrnetError
+from ..model import LegacyLRNet, ModelConfig, check_state_dict, legacy_config
+
+__all__ = ["LEGACY_BLOCK_SIZE", "KerasBranch", "read_keras_branch", "block_size_of", "keras_pair_paths",
+           "load_keras_models"]
 
 # The published Keras weights were trained on 60-frame blocks; used when a file does not say.
 LEGACY_BLOCK_SIZE = 60
 
 PathLike = Union[str, "os.PathLike[str]"]
-
 
 
 # --------------------------------------------------------------------------- Keras .h5 import
@@ -230,8 +233,10 @@ def keras_pair_paths(spec: str, branches: Sequence[str]) -> Optional[Dict[str, P
     return None
 
 
-def load_keras_pair(paths: Dict[str, Path], spec: str, device: "str | torch.device" = "cpu") -> LoadedWeights:
-    """Branch models (`LegacyLRNet`, eval mode, on `device`) from ``{branch: .h5 path}``."""
+def load_keras_models(paths: Dict[str, Path], device: "str | torch.device" = "cpu"
+                      ) -> Tuple[Dict[str, torch.nn.Module], int, ModelConfig]:
+    """Branch models (`LegacyLRNet`, eval mode, on `device`) from ``{branch: .h5 path}``, with the
+    block size (frames) their files were built for and the model config (of the first branch)."""
     read = {b: read_keras_branch(p) for b, p in paths.items()}
     models: Dict[str, torch.nn.Module] = {}
     for b, branch in read.items():
@@ -240,4 +245,4 @@ def load_keras_pair(paths: Dict[str, Path], spec: str, device: "str | torch.devi
         model.load_state_dict(branch.state_dict, strict=True)
         models[b] = model.to(device).eval()
     first = next(iter(read.values()))
-    return LoadedWeights(models, block_size_of(read), f"keras:{spec}", first.config)
+    return models, block_size_of(read), first.config
