@@ -58,10 +58,10 @@ def gru_pass(bf16: bool):
 
 
 def train_step(root: Path, bf16: bool):
-    """One g1 training step as `lrnet train` runs it (train.train_step on the synthetic FF++ set)."""
+    """One g1 training step as `lrnet train` runs it (training.train_step on the synthetic FF++ set)."""
     import torch
 
-    from lrnet import train as T
+    from lrnet import training as T
     from lrnet.config import TrainConfig
     from lrnet.datasets import load_split
 

@@ -49,7 +49,7 @@ def play(seconds: float, realtime: bool = True) -> dict:
     """Play `seconds` of the clip through one pipeline; block latencies against the clip's clock."""
     import numpy as np
 
-    from lrnet.sources import open_source
+    from lrnet.video import open_source
     from lrnet.stream import StreamPipeline
 
     detector = _detector()

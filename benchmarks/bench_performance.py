@@ -14,7 +14,7 @@ peak memory (``ru_maxrss``) does not mix:
   g1 then g2, validation accuracy after every epoch (its ``evaluate``), then the test split scored
   through DataLoaders;
 * lrnet: `lrnet.datasets.load_split` cold (text files, writing a fresh cache) and warm (from that
-  cache), `lrnet.train.train` with the same hyper-parameters (block 30, batch 1024, Adam 1e-3,
+  cache), `lrnet.training.train` with the same hyper-parameters (block 30, batch 1024, Adam 1e-3,
   fp32), first one branch after the other (per-branch epoch time), then g1 and g2 concurrently
   (the default when both are trained on a multi-core CPU), and `lrnet.evaluate.evaluate` on the
   test split.
@@ -103,7 +103,7 @@ def run_lrnet(root: Path, epochs: int, threads: int, bf16: bool = False) -> dict
     from lrnet.config import load_config
     from lrnet.datasets import load_split
     from lrnet.evaluate import evaluate
-    from lrnet.train import train
+    from lrnet.training import train
     from lrnet.weights import resolve_weights
 
     torch.set_num_threads(threads)
@@ -162,7 +162,7 @@ def run_lrnet_mem(root: Path, epochs: int, threads: int, cache: Path) -> dict:
 
     from lrnet.config import load_config
     from lrnet.datasets import load_split
-    from lrnet.train import train
+    from lrnet.training import train
 
     torch.set_num_threads(threads)
     sets = {s: load_split(root, "DF", "raw", s, 30, cache=cache) for s in ("train", "val")}

@@ -15,7 +15,7 @@ import pytest
 
 from fulldisk import file_size_limit, full_disk_dir
 from lrnet.atomic import (TEMP_GLOBS, atomic_open, atomic_path, atomic_write_bytes, atomic_write_text,
-                          ensure_not_input, remove_temporaries)
+                          ensure_not_input, remove_temporaries, save_figure)
 from lrnet.errors import LrnetError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -116,6 +116,40 @@ def test_every_write_failure_names_a_file_in_the_way(tmp_path):
     assert err.value.filename == str(tmp_path / "file")
 
 
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2), dpi=50)
+    fig.add_subplot().plot([0, 1], [1, 0])
+    return fig
+
+
+def test_save_figure_format_from_extension_atomically(tmp_path):
+    fig = _figure()
+    assert save_figure(fig, tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert save_figure(fig, tmp_path / "a.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in save_figure(fig, tmp_path / "a.svg").read_bytes()[:500]
+    assert save_figure(fig, tmp_path / "plot").read_bytes()[:4] == b"\x89PNG"  # no extension: PNG
+    assert _temporaries(tmp_path) == []
+
+
+@pytest.mark.misuse
+def test_save_figure_failures_are_one_line_errors_naming_the_target(tmp_path):
+    fig = _figure()
+    with pytest.raises(LrnetError, match=r"b\.txt: Matplotlib cannot write \.txt files; use one of .*\.png"):
+        save_figure(fig, tmp_path / "b.txt")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LrnetError) as err:
+        save_figure(fig, tmp_path / "file" / "c.png")
+    assert str(err.value) == f"{tmp_path / 'file' / 'c.png'}: cannot write (Not a directory)"
+    (tmp_path / "d.png").mkdir()  # the figure is drawn, then cannot replace a folder: nothing changes
+    (tmp_path / "d.png" / "kept").write_text("x")
+    with pytest.raises(LrnetError) as err:
+        save_figure(fig, tmp_path / "d.png")
+    assert str(err.value) == f"{tmp_path / 'd.png'}: cannot write (Is a directory)"
+    assert (tmp_path / "d.png" / "kept").is_file() and _temporaries(tmp_path) == []
+
+
 def test_remove_temporaries(tmp_path):
     (tmp_path / ".a.txt.x1.tmp").write_text("")
     (tmp_path / ".b.png.x2.tmp.png").write_text("")
@@ -144,3 +178,30 @@ def test_never_overwrite_input_output_inside_input_folder(tmp_path):
         ensure_not_input(videos / "landmarks", [videos], what="output folder")
     ensure_not_input(videos / "landmarks", [videos], what="output folder", reread=False)
     ensure_not_input(tmp_path / "landmarks", [videos], what="output folder")
+
+
+@pytest.mark.misuse
+def test_many_outputs_checked_at_once_and_the_advice_is_the_callers(tmp_path):
+    from lrnet.atomic import ensure_not_inputs, same_file
+
+    videos = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for v in videos:
+        v.write_bytes(b"video")
+    os.link(videos[2], tmp_path / "hard.mp4")
+    ensure_not_inputs([tmp_path / "out" / v.name for v in videos], videos + [None], reread=False)
+    with pytest.raises(LrnetError, match=r"hard.mp4: the output is the input .*v2.mp4; choose another folder"):
+        ensure_not_inputs([tmp_path / "x.mp4", tmp_path / "hard.mp4"], videos, reread=False, fix="choose another folder")
+    with pytest.raises(LrnetError, match=r"inside the input folder .*; choose another --output$"):
+        ensure_not_input(tmp_path / "sub" / "run", [tmp_path], fix="choose another --output")
+    assert same_file(tmp_path / "hard.mp4", videos[2]) and same_file(tmp_path / "new", tmp_path / "x" / ".." / "new")
+    assert not same_file(videos[0], videos[1])
+
+
+def test_writing_turns_os_errors_into_one_line(tmp_path):
+    from lrnet.atomic import writing
+
+    with pytest.raises(LrnetError, match=r"^out.txt: cannot write \(No space left on device\)$"):
+        with writing("out.txt"):
+            raise OSError(28, "No space left on device")
+    with writing("out.txt"):
+        pass

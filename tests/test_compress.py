@@ -127,7 +127,7 @@ def test_an_output_that_is_an_input_file_is_refused(tmp_path):
     from lrnet.batch import Job, refuse_overlap
 
     a, b = tmp_path / "in" / "a.mp4", tmp_path / "in" / "b.mp4"
-    with pytest.raises(LrnetError, match="b.mp4: this output would overwrite an input video"):
+    with pytest.raises(LrnetError, match="b.mp4: the output is the input .*b.mp4; choose another output folder"):
         refuse_overlap(tmp_path / "in", tmp_path / "out", [Job(a, b), Job(b, tmp_path / "out" / "b.mp4")], False)
     with pytest.raises(LrnetError, match="written by two videos"):
         refuse_overlap(tmp_path / "in", tmp_path / "out", [Job(a, tmp_path / "o.mp4"), Job(b, tmp_path / "o.mp4")],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,10 @@ def test_json_landmarks_visualization_and_plot(reference, tmp_path, capsys):
 
     assert read_landmarks(tmp_path / "lm.txt").shape == (45, 136)
     assert (tmp_path / "blocks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("lm.txt", "vis.mp4", "blocks.png"):  # the usual permissions, not mkstemp's 0600
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
     import cv2
 
     cap = cv2.VideoCapture(str(tmp_path / "vis.mp4"))
@@ -298,13 +304,14 @@ def test_outputs_never_replace_an_input(reference, tmp_path):
     for flag in ("--save-landmarks", "--visualize", "--plot"):
         run = lrnet("detect", "--weights", weights, flag, a, a, cwd=tmp_path)
         assert run.returncode == 2 and run.stderr.splitlines() == [
-            f"lrnet detect: error: {a}: {flag} would overwrite an input video; choose another path"], run.stderr
+            f"lrnet detect: error: {a}: the {flag} output is the input {a}; choose another path "
+            "(lrnet never overwrites its input)"], run.stderr
     (tmp_path / "link.mp4").symlink_to(a)  # the same file under another name
     run = lrnet("detect", "--weights", weights, "--plot", tmp_path / "link.mp4", a, cwd=tmp_path)
-    assert run.returncode == 2 and "would overwrite an input video" in run.stderr
+    assert run.returncode == 2 and f"--plot output is the input {a}" in run.stderr
     run = lrnet("detect", "--weights", weights, "--visualize", tmp_path, a, b, cwd=tmp_path)  # folder of inputs
     assert run.returncode == 2 and len(run.stderr.splitlines()) == 1
-    assert f"{tmp_path / 'a.mp4'}: --visualize would overwrite an input video" in run.stderr
+    assert f"{tmp_path / 'a.mp4'}: the --visualize output is the input" in run.stderr
     assert a.read_bytes() == before
 
 

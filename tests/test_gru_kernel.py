@@ -104,7 +104,7 @@ def test_kernel_bf16_mode_is_close_to_fp32(monkeypatch):
 
 @pytest.mark.skipif(not HAVE_CXX, reason="no C++ compiler on this machine")
 def test_kernel_results_do_not_depend_on_the_thread_count(monkeypatch):
-    """Branches hand cores to each other mid-run (train.CoreShare): the kernel splits rows between
+    """Branches hand cores to each other mid-run (training.CoreShare): the kernel splits rows between
     threads, never a sum, so one and two threads give the same bits."""
     torch.manual_seed(9)
     gru = nn.GRU(136, 32, batch_first=True, bidirectional=True)
@@ -181,6 +181,26 @@ def test_compile_error_is_reported_in_one_line(tmp_path):
     assert run.returncode != 0
     assert "could not be built: bad-c++ failed: gru_kernel.cpp:1:1: error: simulated failure" in run.stderr
     assert [p.name for p in (tmp_path / "k").iterdir()] == []  # no partial library, no build folder left
+
+
+def test_compiler_warnings_are_not_silenced_but_logged_at_debug(tmp_path, caplog):
+    """The build passes no -w: what the compiler warns about reaches the debug log (a fake
+    compiler that warns, records its arguments and writes the library)."""
+    import logging
+
+    fake = tmp_path / "warn-c++"
+    fake.write_text(f"#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done > {tmp_path / 'args'}\n"
+                    "while [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then : > \"$2\"; fi; shift; done\n"
+                    "echo 'gru_kernel.cpp:63:12: warning: simulated [-Wpsabi]' >&2\nexit 0\n")
+    fake.chmod(0o755)
+    target = tmp_path / "k" / "lrnet_gru-test.so"
+    with caplog.at_level(logging.DEBUG, logger="lrnet.gru_kernel"):
+        gru_kernel._build(str(fake), target)
+    args = (tmp_path / "args").read_text().split("\n")
+    assert "-O3" in args and "-w" not in args
+    assert target.is_file()
+    (record,) = [r for r in caplog.records if "simulated [-Wpsabi]" in r.getMessage()]
+    assert record.levelno == logging.DEBUG and "warn-c++" in record.getMessage()
 
 
 @pytest.mark.misuse

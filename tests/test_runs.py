@@ -87,9 +87,10 @@ def test_output_that_is_a_file_or_inside_the_dataset_is_refused(root, tmp_path, 
     assert _train(root, afile) == 2
     _one_line_error(capsys.readouterr().err, "exists and is not a folder")
     assert afile.read_text() == "keep me\n"
-    for inside in (root / "DF" / "raw" / "train", root / "Origin"):
+    for inside, why in ((root / "DF" / "raw" / "train", "the output is inside the input folder"),
+                        (root / "Origin", "the output is the input")):
         assert _train(root, inside) == 2
-        _one_line_error(capsys.readouterr().err, "the output is an input")
+        _one_line_error(capsys.readouterr().err, why, "--output")
     assert not list(root.rglob("*.pth"))
 
 

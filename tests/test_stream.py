@@ -83,7 +83,7 @@ def detector(reference):
 
 
 def _run_pipeline(source, detector, **options):
-    from lrnet.sources import Gap
+    from lrnet.video import Gap
     from lrnet.stream import StreamPipeline
 
     pipe = StreamPipeline(detector, source_fps=source.fps, collect=True, **options)
@@ -97,7 +97,7 @@ def _run_pipeline(source, detector, **options):
 @pytest.mark.reference
 def test_watch_at_real_time_gives_detect_s_landmarks_and_block_scores(reference, detector):
     from lrnet.detect import detect_video
-    from lrnet.sources import open_source
+    from lrnet.video import open_source
     from lrnet.tracking import ExtractOptions
 
     video = reference / "videos" / "ff_real.mp4"  # 30 fps: resampled to the weights' 25 fps on both paths
@@ -121,7 +121,7 @@ def test_watch_at_real_time_gives_detect_s_landmarks_and_block_scores(reference,
 @pytest.mark.reference
 def test_a_block_is_scored_three_frames_after_its_last_frame(reference, detector):
     """The stated look-ahead: the tracker's 2 frames and the reference's 1 frame after a block."""
-    from lrnet.sources import open_source
+    from lrnet.video import open_source
     from lrnet.stream import StreamPipeline
 
     waited = []  # frames pushed after a block's last frame until its verdict (25 fps source: no resampling)

@@ -13,7 +13,7 @@ from lrnet.config import load_config
 from lrnet.datasets import blockset_from_arrays
 from lrnet.errors import LrnetError
 from lrnet.synthetic import fake_video, real_video
-from lrnet.train import History, train, train_branch, validation_accuracy
+from lrnet.training import History, train, train_branch, validation_accuracy
 from lrnet.weights import load_branch, resolve_weights
 
 B = 30
@@ -56,7 +56,7 @@ def _same_state(a, b):
 # ----------------------------------------------------------------------------------------- training
 
 def test_gather_batch_with_reused_buffers_equals_fresh():
-    from lrnet.train import gather_batch
+    from lrnet.training import gather_batch
 
     frames = torch.randn(40 * B, 136)
     workspace = {}
@@ -217,7 +217,7 @@ def test_concurrent_failure_stops_the_other_branch():
     from dataclasses import replace as _replace
 
     from lrnet.config import TrainConfig
-    from lrnet.train import train
+    from lrnet.training import train
 
     rng = np.random.default_rng(0)
     seqs = [rng.normal(size=(95, 136)).astype(np.float32) for _ in range(8)]
@@ -238,7 +238,7 @@ def test_concurrent_failure_stops_the_other_branch():
 # ----------------------------------------------------------------------------------------- the steps
 
 def test_resolve_settings_explicit_arguments_win_over_the_config(tmp_path):
-    from lrnet.train import resolve_settings
+    from lrnet.training import resolve_settings
 
     cfg = _cfg(patience=7, bf16=False)
     s = resolve_settings(cfg, "g2", epochs=9, lr=0.5, output=tmp_path)
@@ -254,7 +254,7 @@ def test_resolve_settings_explicit_arguments_win_over_the_config(tmp_path):
 
 
 def test_core_share_gives_a_lone_branch_every_core():
-    from lrnet.train import CoreShare
+    from lrnet.training import CoreShare
 
     share = CoreShare(3, ("g1", "g2"))
     assert (share.threads("g1"), share.threads("g2")) == (2, 1)
@@ -288,7 +288,7 @@ def test_one_training_step_keeps_every_tensor_on_the_training_device(data):
     """The device path (-g) checked on the meta device: data, batch gathering, model, loss,
     backward and Adam run there; a tensor left on the CPU would raise a device mismatch."""
     from lrnet.model import build_model
-    from lrnet.train import EpochData, train_step
+    from lrnet.training import EpochData, train_step
 
     train_set, val_set = data
     meta = torch.device("meta")

@@ -6,6 +6,7 @@ Also the helpers other test files use to build edited clips (`write_clip`, `clip
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -236,3 +237,70 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_broken_file(tmp_path):
     lines = run.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"lrnet: error: {tmp_path / 'vis.mp4'}: cannot write"), lines
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_videos_get_the_usual_permissions(tmp_path):
+    # --visualize went through mkstemp and kept its 0600; lrnet's other writes give 0666 & ~umask
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    frames = [np.full((64, 96, 3), i * 20, np.uint8) for i in range(4)]
+    for name in ("vis.mp4", "vis.avi"):
+        write_video(tmp_path / name, frames, 25.0, (96, 64))
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
+    (tmp_path / "vis.mp4").chmod(0o640)  # a file being replaced keeps its mode
+    write_video(tmp_path / "vis.mp4", frames, 25.0, (96, 64))
+    assert stat.S_IMODE((tmp_path / "vis.mp4").stat().st_mode) == 0o640
+
+
+def test_write_video_refuses_an_unwritable_folder_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LrnetError, match=r"vis.mp4: cannot write \(Not a directory\)"):
+        write_video(tmp_path / "file" / "vis.mp4", [np.zeros((64, 96, 3), np.uint8)], 25.0, (96, 64))
+
+
+# ------------------------------------------------------------------------------- PyAV: probe and H.264
+
+
+def test_h264_copy_probe_and_permissions(tmp_path):
+    pytest.importorskip("av")
+    import stat
+
+    from lrnet.video import probe_video, transcode_h264, write_h264
+
+    source = noise_video(tmp_path / "n.avi", 12, fps=25.0, size=(97, 65))  # odd size: cut to even
+    mask = os.umask(0)
+    os.umask(mask)
+    copy = transcode_h264(source, tmp_path / "copy.mp4")
+    info = probe_video(copy)
+    assert isinstance(info, VideoInfo)
+    assert (info.codec, info.pix_fmt, info.frames, info.width, info.height) == ("h264", "yuv420p", 12, 96, 64)
+    assert info.fps == 25.0 and info.duration == pytest.approx(12 / 25, abs=0.05)
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.mp4", "n.avi"]  # no temporary left
+    with pytest.raises(LrnetError, match="empty.mp4: no frame could be decoded"):
+        write_h264(tmp_path / "out.mp4", [], 25, (96, 64), crf=23, source=tmp_path / "empty.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_pyav_refuses_missing_and_non_video_files(tmp_path):
+    pytest.importorskip("av")
+    from lrnet.video import count_frames, probe_video
+
+    with pytest.raises(LrnetError, match="missing.mp4: no such video file"):
+        probe_video(tmp_path / "missing.mp4")
+    (tmp_path / "text.mp4").write_text("not a video\n" * 100)
+    with pytest.raises(LrnetError, match="text.mp4: cannot open as a video"):
+        probe_video(tmp_path / "text.mp4")
+    assert count_frames(tmp_path / "text.mp4") is None
+    assert count_frames(noise_video(tmp_path / "n.avi", 7)) == 7
+
+
+def test_one_video_info_class_and_writable_containers():
+    import lrnet.serve.media as media
+    from lrnet.video import PYAV_FORMATS, probe_video
+    from lrnet.vocab import VIDEO_SUFFIXES, WRITABLE_VIDEO_SUFFIXES
+
+    assert media.VideoInfo is VideoInfo and media.probe_video is probe_video  # the server's probe is lrnet.video's
+    assert set(PYAV_FORMATS) == set(WRITABLE_VIDEO_SUFFIXES) < set(VIDEO_SUFFIXES)

@@ -5,7 +5,7 @@ Pipeline, one module per stage::
     video -> video (decoding) -> extract (faces + 68 landmarks) -> calibration (optical flow + Kalman)
           -> landmarks (frames x 136 files) -> features (blocks, differences)
           -> model (g1/g2 bidirectional-GRU branches) -> scoring (block -> video score)
-          -> datasets / train / evaluate (metrics)
+          -> datasets / training / evaluate (metrics)
 
 The names a user needs are importable from here and loaded on first use, so ``import lrnet``
 (and ``lrnet --help``) stays fast::
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # public name -> module that defines it, or (module, name there); imported lazily by __getattr__.
-# `train_model` / `evaluate_model`: plain `train` / `evaluate` would clash with the submodules of those names.
+# `evaluate_model`: a plain `evaluate` would clash with the submodule of that name; `train_model` matches it.
 _EXPORTS = {
     "LrnetError": "errors",
     "read_landmarks": "landmarks",
@@ -45,7 +45,7 @@ _EXPORTS = {
     "extract_video": "extract",
     "calibrate": "calibration",
     "load_config": "config",
-    "train_model": ("train", "train"),
+    "train_model": ("training", "train"),
     "evaluate_model": ("evaluate", "evaluate"),
 }
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .landmarks import read_landmarks, write_landmarks
     from .detector import Detector, load_detector, score_sequence
     from .scoring import VideoResult
-    from .train import train as train_model
+    from .training import train as train_model
     from .weights import LoadedWeights, list_weights, resolve_weights
 
 

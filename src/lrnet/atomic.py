@@ -1,4 +1,4 @@
-"""Atomic file writes, and the check that an output is not one of the inputs.
+"""Atomic file writes, the one-line error of a failed write, and the check that an output is not an input.
 
 Every write goes to a temporary file beside the target (``.NAME.XXXXXXXX.tmp``, or
 ``.NAME.XXXXXXXX.tmp.EXT`` when the writer needs an extension), is flushed and fsync'ed, and is
@@ -7,10 +7,15 @@ complete new one, never a truncated file left behind by a crash, Ctrl-C or a ful
 write fails the temporary is removed and the error names the *target* (an `OSError` whose
 ``filename`` is the target, e.g. ``out/g1.pth: No space left on device``), so that the CLI can
 report it on one line. Only SIGKILL or a power cut can leave a temporary behind:
-`remove_temporaries` deletes those (they match `TEMP_GLOBS`).
+`remove_temporaries` deletes those (they match `TEMP_GLOBS`). Matplotlib figures are written with
+`save_figure` (format from the extension, a failure as a one-line `LrnetError`).
 
 Written files get the usual permissions (``0666 & ~umask``), or keep the mode of the file they
 replace.
+
+`writing` turns an `OSError` of a write into lrnet's one-line ``PATH: cannot write (reason)``;
+`ensure_not_input` / `ensure_not_inputs` are lrnet's only "this output would destroy an input"
+check (they compare paths as `same_file` does).
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ import resource
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Union
+from typing import IO, TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Tuple
 
 from .errors import LrnetError
+from .vocab import PathLike
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["TEMP_GLOBS", "atomic_path", "atomic_open", "atomic_write_bytes", "atomic_write_text",
-           "ensure_not_input", "remove_temporaries"]
-
-PathLike = Union[str, "os.PathLike[str]"]
+           "ensure_not_input", "ensure_not_inputs", "remove_temporaries", "same_file", "save_figure", "writing"]
 
 TEMP_GLOBS = (".*.tmp", ".*.tmp.*")  # what atomic_path's temporaries look like
 
@@ -97,6 +104,28 @@ def atomic_write_text(target: PathLike, text: str) -> None:
         fh.write(text)
 
 
+def save_figure(fig: "Figure", target: PathLike) -> Path:
+    """Save the Matplotlib figure `fig` to `target` atomically, in the format its extension names
+    (``.png``, ``.pdf``, ``.svg``, ``.jpg`` ...; no extension: PNG). Returns `target`.
+
+    Raises ``LrnetError("TARGET: cannot write (reason)")`` when the write fails (full disk, no
+    permission, a file in the way) and a one-line `LrnetError` for an extension Matplotlib cannot
+    write; `target` is then left as it was.
+    """
+    target = Path(target)
+    suffix = target.suffix or ".png"
+    kinds = fig.canvas.get_supported_filetypes()
+    if suffix[1:].lower() not in kinds:
+        raise LrnetError(f"{target}: Matplotlib cannot write {suffix} files; use one of "
+                         f"{', '.join('.' + k for k in sorted(kinds))}")
+    try:
+        with atomic_path(target, suffix=suffix) as tmp:
+            fig.savefig(tmp, format=suffix[1:].lower())
+    except OSError as exc:
+        raise LrnetError(f"{target}: cannot write ({exc.strerror or str(exc) or type(exc).__name__})") from None
+    return target
+
+
 def remove_temporaries(folder: PathLike, recursive: bool = False) -> int:
     """Delete temporaries left in `folder` by writes that were killed (SIGKILL, power cut).
 
@@ -114,26 +143,65 @@ def remove_temporaries(folder: PathLike, recursive: bool = False) -> int:
     return removed
 
 
-def ensure_not_input(output: PathLike, inputs: Iterable[PathLike], what: str = "output",
-                     reread: bool = True) -> None:
+@contextlib.contextmanager
+def writing(path: PathLike) -> Iterator[None]:
+    """Turn an `OSError` raised while writing `path` (a full disk, no permission) into
+    ``LrnetError("PATH: cannot write (reason)")``, one line."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise LrnetError(f"{path}: cannot write ({reason})") from None
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether `a` and `b` name one file: the same path after resolving symlinks and ``..``, or
+    the same inode (a hard link). Paths that do not exist yet compare by their resolved form."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    key = _inode(Path(a))
+    return key is not None and key == _inode(Path(b))
+
+
+def ensure_not_input(output: PathLike, inputs: Iterable[Optional[PathLike]], what: str = "output",
+                     reread: bool = True, fix: Optional[str] = None) -> None:
     """Raise `LrnetError` when writing `output` would destroy or feed back into one of `inputs`.
 
-    Refused: `output` is an input (same path after resolving symlinks and ``..``, or the same file
-    through a hard link); with `reread`, `output` lies inside an input folder that is read
-    recursively (its files would be taken as inputs by the next run). Paths that do not exist yet
-    are compared after resolving the parts that do.
+    Refused: `output` is an input (`same_file`: same resolved path, or a hard link to it); with
+    `reread`, `output` lies inside an input folder that is read recursively (its files would be
+    taken as inputs by the next run). None among `inputs` is skipped. The message names `output`,
+    ``the {what}`` and the input, and ends with `fix` (default: choose another {what} path, or one
+    outside the folder).
     """
-    out = Path(output)
-    out_real = Path(os.path.realpath(out))
-    for raw in inputs:
-        source = Path(raw)
-        source_real = Path(os.path.realpath(source))
-        if out_real == source_real or _same_file(out, source):
-            raise LrnetError(f"{out}: the {what} is the input {source}; choose another {what} path "
-                             "(lrnet never overwrites its input)")
-        if reread and source_real in out_real.parents and source.is_dir():
-            raise LrnetError(f"{out}: the {what} is inside the input folder {source}, which is read "
-                             f"recursively; choose an {what} outside it")
+    ensure_not_inputs([output], inputs, what, reread, fix)
+
+
+def ensure_not_inputs(outputs: Iterable[PathLike], inputs: Iterable[Optional[PathLike]], what: str = "output",
+                      reread: bool = True, fix: Optional[str] = None) -> None:
+    """`ensure_not_input` for many outputs at once, in time linear in their number (a folder job
+    checks thousands of outputs against thousands of inputs); the first offending output is named."""
+    sources = [Path(s) for s in inputs if s is not None]
+    by_path: Dict[str, Path] = {}
+    by_inode: Dict[Tuple[int, int], Path] = {}
+    for source in sources:
+        by_path.setdefault(os.path.realpath(source), source)
+        key = _inode(source)
+        if key is not None:
+            by_inode.setdefault(key, source)
+    folders = [(Path(os.path.realpath(s)), s) for s in sources if reread and s.is_dir()]
+    same_fix, inside_fix = fix or f"choose another {what} path", fix or f"choose an {what} outside it"
+    for raw in outputs:
+        out = Path(raw)
+        real = os.path.realpath(out)
+        key = _inode(out)
+        same = by_path.get(real) or (by_inode.get(key) if key is not None else None)
+        if same is not None:
+            raise LrnetError(f"{out}: the {what} is the input {same}; {same_fix} (lrnet never overwrites its input)")
+        parents = Path(real).parents
+        for folder, source in folders:
+            if folder in parents:
+                raise LrnetError(f"{out}: the {what} is inside the input folder {source}, which is read "
+                                 f"recursively; {inside_fix}")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -147,11 +215,13 @@ def _make_parent(target: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _inode(path: Path) -> "Tuple[int, int] | None":
+    """``(device, inode)`` of an existing file (hard links share it), None when it does not exist."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _mode_for(target: Path) -> int:

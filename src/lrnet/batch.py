@@ -32,23 +32,22 @@ import time
 from concurrent.futures import as_completed
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import ffpp
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, ensure_not_inputs
 from .errors import LrnetError
-from .extract import VIDEO_SUFFIXES
 from .landmarks import LANDMARK_SUFFIX, write_landmarks
 from .locks import output_lock
 from .parallel import require_parent, worker_pool
+from .vocab import VIDEO_SUFFIXES, PathLike
 
 __all__ = [
-    "DISK_ERRNOS", "VIDEO_SUFFIXES", "Job", "Outcome", "FolderSummary", "JobLog", "find_videos", "flat_jobs",
+    "DISK_ERRNOS", "Job", "Outcome", "FolderSummary", "JobLog", "find_videos", "flat_jobs",
     "ffpp_jobs",
     "refuse_overlap", "failure_message", "run_jobs", "run_task", "extract_folder", "KILL_HOOK_ENV",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
 # Writing an output failed for a reason every later video shares: stop the job instead of failing each.
@@ -154,13 +153,11 @@ def refuse_overlap(input_dir: Path, output_dir: Path, jobs: Sequence[Job], rerea
     if reread and src in dst.parents:
         raise LrnetError(f"{output_dir}: the output folder is inside the input folder {input_dir}, so its "
                          "videos would be read as inputs; choose a folder outside it")
-    inputs = {j.video.resolve() for j in jobs}
+    ensure_not_inputs([j.output for j in jobs], [j.video for j in jobs], reread=False,
+                      fix="choose another output folder")
     seen: Dict[Path, Path] = {}
     for job in jobs:
         out = job.output.resolve()
-        if out in inputs:
-            raise LrnetError(f"{job.output}: this output would overwrite an input video; choose another "
-                             "output folder")
         if out in seen:
             raise LrnetError(f"{job.output}: written by two videos ({seen[out].name} and {job.video.name}); "
                              "rename one of them")

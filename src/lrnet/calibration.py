@@ -30,10 +30,9 @@ A video with cuts or long runs of failed detections is calibrated segment by seg
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, cast
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -41,8 +40,8 @@ from .errors import LrnetError
 from .landmarks import NUM_POINTS
 from .segments import FACE, NO_FACE, REUSED, Segment, find_segments, longest
 from .video import read_frames, video_size  # noqa: F401  (re-exported: lrnet.calibration.read_frames)
+from .vocab import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 CROP_SIZE = 400  # side of the normalised face crop, pixels
 BOX_SCALE = 1.2  # face box side / landmark face size

@@ -7,7 +7,8 @@ studies, in this order: ``scale`` (new height in px, width keeps the aspect rati
 ``blur`` (Gaussian, sigma in px of the output), ``noise`` (additive Gaussian, sigma in 8-bit
 levels, seeded by the file name and frame index: the same call gives the same bytes), ``fps``
 (frames dropped or repeated on a constant-rate timeline). ``crf=None`` encodes losslessly
-(crf 0, as FF++'s ``raw``). Audio is not copied. Each output is written atomically.
+(crf 0, as FF++'s ``raw``). Audio is not copied. Decoding and the atomic H.264 write are
+`lrnet.video`'s (`open_av`, `write_h264`); this module holds what is done to the pictures.
 
 `compress_folder` runs it over a tree (`lrnet compress`): resumable, locked, logged, local or on
 Dask (`lrnet.batch.run_jobs`); ``layout="ffpp"`` reads ``<subset>/raw/videos`` of the FF++ video
@@ -18,32 +19,27 @@ every level.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
 
 from . import ffpp
-from .atomic import atomic_path
-from .batch import (DISK_ERRNOS, VIDEO_SUFFIXES, FolderSummary, Job, Outcome, flat_jobs, refuse_overlap,
-                    run_jobs)
+from .batch import DISK_ERRNOS, FolderSummary, Job, Outcome, flat_jobs, refuse_overlap, run_jobs
 from .errors import LrnetError
-from .parallel import require_parent
+from .video import open_av, write_h264
+from .vocab import VIDEO_SUFFIXES, PathLike
 
-__all__ = ["MAX_CRF", "LOG_FIELDS", "Degradation", "degrade_video", "compress_folder", "ffpp_compress_jobs",
-           "load_pyav"]
+__all__ = ["MAX_CRF", "LOG_FIELDS", "Degradation", "degrade_video", "compress_folder", "ffpp_compress_jobs"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
 MAX_CRF = 51  # libx264's 8-bit range is 0 (lossless) .. 51
 LOG_FIELDS = ["video", "frames", "width", "height", "fps", "crf", "bytes", "seconds", "error"]
-_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 
 
 @dataclass(frozen=True)
@@ -104,12 +100,11 @@ def _frame_repeats(index: int, rate_in: Fraction, rate_out: Fraction) -> int:
     return int(after - first)
 
 
-def _pictures(container, stream, settings: Degradation, size: tuple, seed: int) -> Iterator[np.ndarray]:
-    """Decoded frames as ``(H, W, 3)`` uint8 RGB, scaled, blurred and noised as `settings` say."""
+def _degraded(pictures: Iterable[np.ndarray], settings: Degradation, seed: int) -> Iterator[np.ndarray]:
+    """``(H, W, 3)`` uint8 RGB pictures blurred and noised as `settings` say (scaling is the decoder's)."""
     import cv2
 
-    for i, frame in enumerate(container.decode(stream)):
-        img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+    for i, img in enumerate(pictures):
         if settings.blur:
             img = cv2.GaussianBlur(img, (0, 0), settings.blur)
         if settings.noise:
@@ -119,67 +114,22 @@ def _pictures(container, stream, settings: Degradation, size: tuple, seed: int) 
         yield img
 
 
-def load_pyav():
-    """The `av` module, or `LrnetError` saying how to install it."""
-    try:
-        import av
-    except ImportError:
-        raise LrnetError("PyAV is not installed (it carries libx264): pip install 'lrnet[video]'") from None
-    return av
+def _retimed(pictures: Iterable[np.ndarray], rate_in: Fraction, rate_out: Fraction) -> Iterator[np.ndarray]:
+    """Each picture as many times as `_frame_repeats` says (constant-rate re-timing)."""
+    for i, img in enumerate(pictures):
+        for _ in range(_frame_repeats(i, rate_in, rate_out)):
+            yield img
 
 
 def _encode(src: Path, dst: Path, settings: Degradation, threads: int) -> _Encoded:
-    av = load_pyav()
-
-    if not src.is_file():
-        raise LrnetError(f"{src}: no such video file")
-    try:
-        container = av.open(str(src))
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise LrnetError(f"{src}: cannot open as a video ({exc})") from None
-    with container:
-        if not container.streams.video:
-            raise LrnetError(f"{src}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate_in = Fraction(stream.average_rate or stream.guessed_rate or 25)
+    with open_av(src) as video:
+        rate_in = video.rate
         rate_out = Fraction(settings.fps).limit_denominator(1001) if settings.fps else rate_in
-        size = _out_size(stream.codec_context.width, stream.codec_context.height, settings.scale)
-        seed = zlib.crc32(src.name.encode())
-        with atomic_path(dst) as tmp:
-            written = _write(tmp, dst, _pictures(container, stream, settings, size, seed), settings, size,
-                             rate_in, rate_out, threads, src)
-            require_parent()
+        size = _out_size(*video.size, settings.scale)
+        pictures = _degraded(video.rgb_frames(size), settings, zlib.crc32(src.name.encode()))
+        written = write_h264(dst, _retimed(pictures, rate_in, rate_out), rate_out, size, crf=settings.crf or 0,
+                             source=src, threads=threads)
     return _Encoded(dst, written, size[0], size[1], float(rate_out))
-
-
-def _write(tmp: Path, dst: Path, pictures: Iterator[np.ndarray], settings: Degradation, size: tuple,
-           rate_in: Fraction, rate_out: Fraction, threads: int, src: Path) -> int:
-    """Encode `pictures` into `tmp` (format from `dst`'s suffix); returns the frames written."""
-    av = load_pyav()
-
-    out = av.open(str(tmp), "w", format=_FORMATS.get(dst.suffix.lower(), "mp4"))
-    try:
-        stream = out.add_stream("libx264", rate=rate_out)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.options = {"crf": str(settings.crf or 0)}
-        stream.codec_context.thread_count = threads
-        written = 0
-        try:
-            for i, img in enumerate(pictures):
-                for _ in range(_frame_repeats(i, rate_in, rate_out)):
-                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                    frame.pts = written
-                    out.mux(stream.encode(frame))
-                    written += 1
-        except av.FFmpegError as exc:
-            raise LrnetError(f"{src}: cannot decode ({exc})") from None
-        if written == 0:
-            raise LrnetError(f"{src}: no frame could be decoded")
-        out.mux(stream.encode(None))
-    finally:
-        out.close()
-    return written
 
 
 # --------------------------------------------------------------------------------------- folder job

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .errors import LrnetError
 from .model import ModelConfig
-
-PathLike = Union[str, "os.PathLike[str]"]
+from .vocab import PathLike
 
 
 @dataclass
@@ -55,7 +53,7 @@ class TrainConfig:
     threads: Optional[int] = None  # torch intra-op threads (per branch when concurrent); None: automatic
     # bfloat16 GRU matrix products (fused GRU, CPU: the input projections, and with the C++ loop the
     # hidden products too; fp32 accumulation and states; changes numerics slightly). None: automatic,
-    # on where the CPU has native bfloat16 (AVX512-BF16 / AMX), see lrnet.train.resolve_bf16.
+    # on where the CPU has native bfloat16 (AVX512-BF16 / AMX), see lrnet.training.resolve_bf16.
     bf16: Optional[bool] = None
     val_batch_size: int = 1024  # blocks per validation forward pass (bounded memory)
 

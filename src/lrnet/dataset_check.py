@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 
 from . import ffpp
@@ -35,11 +35,11 @@ from .features import DEFAULT_BLOCK_SIZE, num_blocks
 from .landmarks import LANDMARK_SUFFIX, read_landmarks
 from .parallel import map_in_processes
 from .paths import cache_dir
+from .vocab import PathLike
 
 __all__ = ["Group", "FileInfo", "GroupStats", "DatasetReport", "find_groups", "check_dataset", "format_table",
            "card_markdown", "write_card", "quick_warnings", "CARD_NAME"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
 CARD_NAME = "dataset_card"
@@ -219,16 +219,9 @@ def _video_frames(path: Optional[Path]) -> Optional[int]:
     """Frames of a video (container header; counted by decoding when the header has none)."""
     if path is None:
         return None
-    from .compress import load_pyav
+    from .video import count_frames
 
-    av = load_pyav()
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            return int(stream.frames) or sum(1 for _ in container.decode(stream))
-    except (av.FFmpegError, OSError, IndexError, ValueError):
-        return None
+    return count_frames(path)
 
 
 def _source_video(videos: Path, layout: str, group: Group, stem: str, index: Dict[str, List[Path]]) -> Optional[Path]:

@@ -33,7 +33,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,8 +43,8 @@ from .errors import LrnetError
 from .features import DEFAULT_BLOCK_SIZE, cut_blocks, num_blocks
 from .landmarks import FEATURE_SIZE, LANDMARK_SUFFIX, iter_landmarks
 from .paths import cache_dir
+from .vocab import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "LRNET_DATASET_CACHE"
@@ -53,6 +53,44 @@ STALE_TMP_SECONDS = 600  # a cache temporary older than this is left by a killed
 
 PREPARE_HINT = ("prepare it with `lrnet extract --layout ffpp ...` from videos, or write a synthetic set with "
                 "`lrnet generate ROOT`")
+
+
+class LabelledBlocks(Protocol):
+    """What training reads from a dataset (`BlockSet` is the one lrnet builds): blocks, their
+    labels, the epoch's samples, and where they came from (for ``lrnet.json`` and the rule that
+    a run folder is never inside the data). Shapes as in `BlockSet`."""
+
+    @property
+    def name(self) -> str: ...  # e.g. "DF/raw/train"
+
+    @property
+    def block_size(self) -> int: ...  # frames per block, B
+
+    @property
+    def blocks(self) -> np.ndarray: ...  # (n_blocks, B, 136) float32
+
+    @property
+    def n_blocks(self) -> int: ...
+
+    @property
+    def block_labels(self) -> np.ndarray: ...  # (n_blocks,) int64, 0 real, 1 fake
+
+    @property
+    def sample_index(self) -> np.ndarray: ...  # (n_samples,) int64 block indices of one epoch
+
+    @property
+    def sample_labels(self) -> np.ndarray: ...  # (n_samples,) int64
+
+    @property
+    def videos(self) -> Sequence[str]: ...  # video ids: paths relative to `root`
+
+    @property
+    def root(self) -> Optional[str]: ...  # dataset root; None: not read from files
+
+    @property
+    def synthetic(self) -> bool: ...  # written by `lrnet generate`
+
+    def counts(self) -> Dict[str, int]: ...  # videos, blocks and samples per class (see BlockSet.counts)
 
 
 @dataclass

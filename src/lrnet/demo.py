@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from .vocab import jsonable
+
 __all__ = ["SYNTHETIC_NOTE", "DemoSettings", "run_demo", "demo_summary"]
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def _demo_dataset(root: Path, s: DemoSettings, progress: bool) -> Path:
                   manipulations=("DF",), levels=("raw",), frames=tuple(s.frames), seed=s.seed, difficulty=s.difficulty)
     info = synthetic_info(root) if root.is_dir() else None
     if (info is None or info.get("generator_version") != GENERATOR_VERSION
-            or any(info.get(k) != _jsonable(v) for k, v in wanted.items())):
+            or any(info.get(k) != jsonable(v) for k, v in wanted.items())):
         log.info("[1/3] generating a synthetic FF++-layout dataset (Origin + DF, raw) in %s", root)
         if root.exists():
             shutil.rmtree(root)  # the demo's own folder: a stale or half-written set is replaced whole
@@ -91,7 +93,7 @@ def _demo_dataset(root: Path, s: DemoSettings, progress: bool) -> Path:
 
 def _demo_training(sets: Dict[str, Any], run: Path, s: DemoSettings, progress: bool) -> Any:
     from .config import preset_config
-    from .train import train
+    from .training import train
 
     cfg = replace(preset_config("reference"), epochs_g1=s.epochs, epochs_g2=s.epochs, batch_size=s.batch_size,
                   seed=s.seed)
@@ -110,10 +112,3 @@ def demo_summary(outcome: Dict[str, Any]) -> str:
                       f"total time:      {outcome['seconds']:.1f} s", "",
                       "Data: SYNTHETIC (see the note at the top)."])
 
-
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value

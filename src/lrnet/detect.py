@@ -14,15 +14,14 @@ on the frames, and a plot of the per-block fake probability over time with segme
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import save_figure
 from .errors import LrnetError
 from .extract import ProgressFn, VideoLandmarks
 from .stream import FPS_POLICIES, FramePlan, StreamPipeline, plan_frame_rate, rate_warning  # noqa: F401
@@ -33,11 +32,11 @@ from .moments import FakeMoment, find_moments, moment_notes
 from .quality import QualityReport, apply_quality, assess, measure_landmarks
 from .scoring import DEFAULT_AGGREGATION, VideoResult
 from .video import VideoReader, read_frames, write_video
+from .vocab import PathLike
 
 __all__ = ["DetectResult", "FramePlan", "SegmentResult", "detect_video", "plan_frame_rate", "save_landmarks",
            "segment_table", "write_block_plot", "write_visualization", "FPS_POLICIES"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 RAW_COLOUR = (0, 255, 0)  # BGR: raw landmarks green
 CALIBRATED_COLOUR = (0, 0, 255)  # calibrated landmarks red
@@ -389,12 +388,7 @@ def write_block_plot(result: DetectResult, target: PathLike) -> Path:
                  f"{len(result.segments)} segment{'s' if len(result.segments) != 1 else ''})", fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(target, suffix=target.suffix or ".png") as tmp:
-            fig.savefig(tmp, format=(target.suffix.lstrip(".") or "png"))
-    except OSError as exc:
-        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    return target
+    return save_figure(fig, target)
 
 
 def _draw_segments(ax, result: DetectResult) -> None:

@@ -19,7 +19,6 @@ accuracy (cross-manipulation, cross-compression, cross-dataset protocols).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -27,16 +26,20 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import metrics as M
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, save_figure, writing
 from .errors import LrnetError
 from .features import BRANCHES
 from .scoring import (AGGREGATIONS, DEFAULT_AGGREGATION, THRESHOLD, aggregate_blocks, block_fake_probabilities, decide,
                       interval_method, merge_branches, video_intervals)
+from .vocab import jsonable
+
+if TYPE_CHECKING:
+    from .datasets import BlockSet
 
 REPORT_FILES = {"json": "metrics.json", "csv": "videos.csv", "roc": "roc.png"}
 FPR_TARGETS = (0.01, 0.05, 0.10)
@@ -162,7 +165,7 @@ class EvaluationReport:
         return out
 
 
-def evaluate(weights, test, branches: Optional[Sequence[str]] = None,
+def evaluate(weights, test: BlockSet, branches: Optional[Sequence[str]] = None,
              aggregation: str = DEFAULT_AGGREGATION, device=None, batch_size: int = 512, *,
              threshold: Optional[float] = None, uncertain: bool = True) -> EvaluationReport:
     """Score the BlockSet `test` with `weights` (a `lrnet.weights.LoadedWeights`) and compute metrics.
@@ -186,7 +189,7 @@ def evaluate(weights, test, branches: Optional[Sequence[str]] = None,
     return report
 
 
-def report_from_probabilities(probs: Mapping[str, np.ndarray], test, aggregation: str = DEFAULT_AGGREGATION,
+def report_from_probabilities(probs: Mapping[str, np.ndarray], test: BlockSet, aggregation: str = DEFAULT_AGGREGATION,
                               weights_source: str = "", *, threshold: float = THRESHOLD,
                               threshold_source: str = "default", uncertain: bool = True) -> EvaluationReport:
     """All metrics from per-branch block p(fake) ``{branch: (n_blocks,)}`` of the BlockSet `test`
@@ -236,7 +239,7 @@ def report_from_probabilities(probs: Mapping[str, np.ndarray], test, aggregation
         videos=list(test.videos), video_labels=video_labels, video_frames=video_frames,
         video_blocks=video_blocks, video_scores=video_scores,
         block_labels=block_labels, block_scores=merged, branch_block_scores=dict(probs),
-        synthetic=bool(getattr(test, "synthetic", False)),
+        synthetic=bool(test.synthetic),
         threshold=float(threshold), threshold_source=threshold_source, uncertain=uncertain,
         video_intervals=video_intervals(merged, block_video, n_videos, aggregation),
         video_accuracy_at_threshold=M.video_accuracy(s_v, y_v, threshold),
@@ -286,9 +289,8 @@ def save_report(report: EvaluationReport, out_dir, plot: bool = True) -> Dict[st
     paths: Dict[str, Optional[Path]] = {key: out / name for key, name in REPORT_FILES.items()}
     roc, json_path, csv_path = out / REPORT_FILES["roc"], out / REPORT_FILES["json"], out / REPORT_FILES["csv"]
     if plot and report.roc is not None:
-        with writing(roc):
-            plot_roc(report.roc, report.video_auc, roc,
-                     title=f"ROC (video level) - {report.dataset}, {'+'.join(report.branches)}, {report.aggregation}")
+        plot_roc(report.roc, report.video_auc, roc,
+                 title=f"ROC (video level) - {report.dataset}, {'+'.join(report.branches)}, {report.aggregation}")
     else:
         paths["roc"] = None
     with writing(json_path):
@@ -296,15 +298,6 @@ def save_report(report: EvaluationReport, out_dir, plot: bool = True) -> Dict[st
     with writing(csv_path):
         atomic_write_text(csv_path, videos_csv(report))
     return paths
-
-
-@contextlib.contextmanager
-def writing(path) -> Iterator[None]:
-    """Turn an OS error while writing `path` (a full disk, no permission) into a one-line `LrnetError`."""
-    try:
-        yield
-    except OSError as exc:
-        raise LrnetError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def videos_csv(report: EvaluationReport) -> str:
@@ -326,11 +319,12 @@ def report_json(report: EvaluationReport, paths: Optional[Mapping[str, Optional[
     data = report.to_dict()
     if paths is not None:
         data["files"] = {k: str(v) if v else None for k, v in paths.items()}
-    return json.dumps(_jsonable(data), indent=2)
+    return json.dumps(jsonable(data), indent=2)
 
 
 def plot_roc(curve: M.RocCurve, auc: Optional[float], path, title: str = "ROC (video level)") -> Path:
-    """Draw `curve` to a PNG at `path` (Agg backend: never opens a window), atomically."""
+    """Draw `curve` to `path` (format from the extension; Agg backend: never opens a window),
+    atomically (`lrnet.atomic.save_figure`)."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg and never touches pyplot/GUIs
 
     fig = Figure(figsize=(5, 5), dpi=100)
@@ -341,23 +335,7 @@ def plot_roc(curve: M.RocCurve, auc: Optional[float], path, title: str = "ROC (v
     ax.set(xlim=(0.0, 1.0), ylim=(0.0, 1.05), xlabel="False positive rate", ylabel="True positive rate")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right")
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
-def _jsonable(obj):
-    """NaN/inf -> None, NumPy scalars -> Python, recursively (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- text output
@@ -490,7 +468,7 @@ class ProtocolTable:
         return [c for c in self.cells.values() if c.report is None]
 
     def to_dict(self) -> Dict[str, Any]:
-        return _jsonable({
+        return jsonable({
             "weights": self.weights, "split": self.split, "aggregation": self.aggregation,
             "branches": list(self.branches), "rows": self.rows, "columns": self.columns,
             "cells": [{"dataset": c.dataset, "level": c.level, "auc_video": c.auc, "accuracy_video": c.accuracy,

@@ -31,11 +31,10 @@ Licence note: the 68-point predictor was trained on iBUG 300-W, whose licence ex
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -45,10 +44,9 @@ from .landmarker import PREDICTOR_FILE, default_landmarker, predictor_path  # no
 from .segments import FACE, NO_FACE, REUSED, Segment, find_segments, longest
 from .tracking import ExtractOptions, FaceTracker, RegionCache, VideoStats  # noqa: F401  (re-exported)
 from .video import VideoReader, prefetch, read_frames
+from .vocab import VIDEO_SUFFIXES, PathLike  # noqa: F401  (VIDEO_SUFFIXES re-exported)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
 def load_models() -> None:

@@ -20,12 +20,12 @@ the pair.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 from .errors import LrnetError
+from .vocab import PathLike
 
 __all__ = [
     "REAL", "FAKES", "ALL", "DATASETS", "SUBSETS", "METHODS", "SUBSET_OF_METHOD", "LEVELS", "SPLITS",
@@ -33,7 +33,6 @@ __all__ = [
     "source_ids", "level_for_crf",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 REAL = "Origin"  # landmark subset of the real videos
 FAKES = ("DF", "F2F", "FS", "NT")  # landmark subsets of the four manipulations

@@ -12,6 +12,14 @@ source, the torch version, the compiler and the CPU's flags (a shared cache fold
 CPU another's code). Later processes load it from there. Building takes about 10 s, once per
 machine, torch and compiler.
 
+Why not ``torch.utils.cpp_extension.load``: it builds with the ``ninja`` tool, which lrnet does
+not depend on; it caches in ``~/.cache/torch_extensions/<name>`` by source and flags but not by
+CPU, so a home folder shared by several machines could hand one CPU a library built
+``-march=native`` for another; and its build lock is a plain file (torch's ``FileBaton``) that a
+killed build leaves behind, on which every later process then waits forever. Here a killed build
+leaves only its private folder, which a later build removes. Compiler warnings are logged at debug
+level (``lrnet train --verbose`` shows them); an error fails the build, reported by its first line.
+
 ``$LRNET_GRU_KERNEL`` chooses: ``auto`` (default: build or load it; if that fails, log one warning
 saying why and use the Python loop), ``cpp`` (fail with the reason instead), ``python`` (never
 build; the Python loop). `status` says which one is in use and why, for run metadata.
@@ -101,7 +109,7 @@ def _build(cxx: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         out = Path(tmp) / target.name
         cmd = [cxx, "-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++20",
-               f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-w", str(_SOURCE), "-o", str(out)]
+               f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(_SOURCE), "-o", str(out)]
         cmd[1:1] = [f"-I{p}" for p in cpp_extension.include_paths()]
         for lib_dir in cpp_extension.library_paths():
             cmd += [f"-L{lib_dir}", f"-Wl,-rpath,{lib_dir}"]
@@ -111,6 +119,8 @@ def _build(cxx: str, target: Path) -> None:
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-300:])
             raise RuntimeError(f"{Path(cxx).name} failed: {first}")
+        if proc.stderr.strip():  # warnings only (the build succeeded): for whoever debugs the kernel
+            log.debug("%s warnings while building %s:\n%s", Path(cxx).name, _SOURCE.name, proc.stderr.rstrip())
         os.replace(out, target)
 
 

@@ -15,13 +15,14 @@ import select
 import stat
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
 from .atomic import atomic_open
 from .errors import LrnetError
 from .parallel import map_in_processes
+from .vocab import PathLike
 
 __all__ = ["FEATURE_SIZE", "LANDMARK_SUFFIX", "MAX_FILE_BYTES", "MAX_FRAMES", "NUM_POINTS", "find_landmark_files",
            "iter_landmarks", "read_landmarks", "read_many", "write_landmarks"]
@@ -29,8 +30,6 @@ __all__ = ["FEATURE_SIZE", "LANDMARK_SUFFIX", "MAX_FILE_BYTES", "MAX_FRAMES", "N
 NUM_POINTS = 68
 FEATURE_SIZE = 2 * NUM_POINTS  # 136 values per frame
 LANDMARK_SUFFIX = ".txt"
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 MAX_FRAMES = 1_000_000  # 9 h 15 min at 30 fps; the array is at most 544 MB

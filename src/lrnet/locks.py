@@ -15,14 +15,14 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
 
 from .errors import LrnetError
+from .vocab import PathLike
 
 __all__ = ["LOCK_NAME", "output_lock"]
 
 LOCK_NAME = ".lrnet.lock"
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _holder(path: Path) -> str:

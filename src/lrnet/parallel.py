@@ -1,12 +1,20 @@
-"""Process pools that stop: every lrnet worker pool, and the one-function-over-many-inputs helper.
+"""Process pools that stop, for lrnet's per-file and per-video jobs, and the one-function-over-many-
+inputs helper.
+
+Used by the video jobs (`lrnet.batch`: extract, compress) and, through `map_in_processes`, by
+landmark reading, ``lrnet dataset check`` and synthetic data. Not by the web server, whose
+long-lived workers are `lrnet.serve.workers`, nor by Dask, whose workers `lrnet.cluster` drives.
 
 `worker_pool` is a `concurrent.futures.ProcessPoolExecutor` whose workers
 
 * ignore SIGINT: a Ctrl-C (sent by the terminal to the whole process group) reaches the parent
-  alone, which cancels what is queued and ends its workers at once instead of waiting for them;
+  alone; when it leaves the ``with worker_pool(...)`` block, queued work is cancelled and the
+  workers are ended (SIGTERM, then SIGKILL after 2 s) instead of being waited for;
 * die with their parent whatever kills it (``kill -9`` included): on Linux the worker asks the
-  kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and on every platform a
-  watchdog thread ends the worker when its parent process id changes;
+  kernel for SIGKILL when its parent goes (``prctl(PR_SET_PDEATHSIG)``; strictly, when the
+  thread that started it ends, and workers are started by the thread that submits work), and
+  on every platform a watchdog thread checks every 0.5 s and ends the worker once its parent
+  process id has changed;
 * can check, before publishing a result (the final rename of an atomic write), that the parent is
   still there (`require_parent`), so nothing appears after the job that asked for it is gone.
 
@@ -27,7 +35,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
-__all__ = ["ParentGone", "worker_pool", "map_in_processes", "parent_alive", "require_parent"]
+__all__ = ["ParentGone", "worker_pool", "map_in_processes", "parent_alive", "require_parent", "die_with_parent"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,17 +67,23 @@ def require_parent() -> None:
         raise ParentGone(f"parent process {_parent_pid} has exited")
 
 
-def _die_with_parent() -> None:
+def die_with_parent(parent: int, every: float = _WATCH_SECONDS) -> None:
+    """End this process (exit status 1) when its parent `parent` (a process id) exits.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); on every
+    platform a daemon thread also checks the parent id every `every` seconds. For pool workers
+    here and the server's workers (`lrnet.serve.workers`).
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if not parent_alive():  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
     def watch() -> None:
-        while parent_alive():
-            time.sleep(_WATCH_SECONDS)
+        while os.getppid() == parent:
+            time.sleep(every)
         os._exit(1)
 
     threading.Thread(target=watch, name="lrnet-parent-watch", daemon=True).start()
@@ -79,7 +93,7 @@ def _init_worker(parent_pid: int, initializer: Optional[Callable[..., Any]], ini
     global _parent_pid
     _parent_pid = parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone handles Ctrl-C
-    _die_with_parent()
+    die_with_parent(parent_pid)
     if initializer is not None:
         initializer(*initargs)
 

@@ -66,6 +66,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Uni
 import numpy as np
 
 from .errors import LrnetError
+from .video import bits_per_pixel  # noqa: F401  (re-exported: measured from the video packets)
+from .vocab import PathLike
 
 if TYPE_CHECKING:
     from .extract import VideoLandmarks
@@ -74,7 +76,6 @@ __all__ = ["DEFAULT_RANGE", "QUALITY_RANGES", "STABLE_POINTS", "QualityRange", "
            "assess", "bits_per_pixel", "face_height_px", "landmark_jitter", "landmarked_share", "measure",
            "measure_landmarks", "quality_range"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # 68-point indices that move rigidly with the skull: nose bridge 27-30, eye corners 36, 39, 42, 45
 STABLE_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
@@ -186,34 +187,6 @@ def landmark_jitter(raw, segment=None) -> float:
     a = (np.conj(z0[ok]) * z1[ok]).sum(axis=1) / spread[ok]  # scale and rotation; the shift is the centring
     residual = np.sqrt((np.abs(z1[ok] - a[:, None] * z0[ok]) ** 2).mean(axis=1))
     return float(np.median(residual / height[ok]))
-
-
-def bits_per_pixel(path: PathLike, max_packets: Optional[int] = None) -> float:
-    """Mean bits per pixel per frame of a video's first video stream: packet bytes x 8 / (packets x
-    width x height), read from the container with PyAV without decoding (`max_packets`: only the
-    first N). `LrnetError` when the file cannot be read or holds no video packet."""
-    try:
-        import av
-    except ImportError:
-        raise LrnetError("measuring compression needs PyAV: pip install av") from None
-    try:
-        with av.open(os.fspath(path)) as container:
-            if not container.streams.video:
-                raise LrnetError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            packets = total = 0
-            for packet in container.demux(stream):
-                if packet.size:
-                    packets += 1
-                    total += packet.size
-                    if max_packets is not None and packets >= max_packets:
-                        break
-    except (av.error.FFmpegError, OSError) as exc:  # type: ignore[attr-defined]
-        raise LrnetError(f"{path}: cannot read the video packets ({exc})") from None
-    if not packets or not width or not height:
-        raise LrnetError(f"{path}: no video packets to measure compression on")
-    return 8.0 * total / (packets * width * height)
 
 
 def measure(raw, landmarked: int, selected: int, bits: Optional[float] = None,

@@ -34,9 +34,10 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import metrics as M
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, save_figure, writing
 from .errors import LrnetError
-from .scoring import DEFAULT_AGGREGATION, aggregate_blocks, decide, video_intervals
+from .scoring import aggregate_blocks, decide, video_intervals
+from .vocab import DEFAULT_AGGREGATION, VIDEO_SUFFIXES, jsonable
 
 __all__ = ["LANDMARK_KINDS", "VIDEO_KINDS", "DEFAULT_LANDMARK_GRID", "DEFAULT_VIDEO_GRID", "PIXEL", "Condition",
            "ConditionResult", "RobustnessReport", "perturb", "landmark_noise", "drop_frames", "duplicate_frames",
@@ -54,7 +55,6 @@ DEFAULT_LANDMARK_GRID: Dict[str, Tuple[float, ...]] = {
     "noise": (0.5, 1.0, 2.0, 4.0), "drop": (0.1, 0.25, 0.5), "duplicate": (0.1, 0.25, 0.5), "fps": (0.5, 2.0)}
 DEFAULT_VIDEO_GRID: Dict[str, Tuple[float, ...]] = {
     "crf": (23, 32, 40), "height": (360,), "fps": (0.5, 2.0), "blur": (1.5,), "pixel-noise": (5.0,)}
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 RANDOM_KINDS = ("noise", "drop", "duplicate")  # landmark perturbations that depend on the seed
 
 
@@ -207,7 +207,7 @@ class RobustnessReport:
         return out
 
     def to_dict(self) -> Dict[str, Any]:
-        return _jsonable({
+        return jsonable({
             "mode": self.mode, "source": self.source, "weights": self.weights, "domain": self.domain,
             "aggregation": self.aggregation, "threshold": {"value": self.threshold, "source": self.threshold_source},
             "videos": len(self.videos), "labels": {"real": int((self.labels == 0).sum()),
@@ -344,16 +344,13 @@ def _detect_item(video: Path, condition: Condition, detector, work: Path, option
 
 
 def _degraded_copy(video: Path, condition: Condition, work: Path) -> Path:
-    import cv2
-
     from .compress import degrade_video
+    from .video import video_info
 
-    cap = cv2.VideoCapture(str(video))
-    height, fps = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    cap.release()
+    info = video_info(video)  # height and rate as the detector's decoder sees them
     work.mkdir(parents=True, exist_ok=True)
     dst = work / f"{item_key(video, condition)}.mp4"
-    return Path(degrade_video(video, dst, **degrade_arguments(condition, height, fps)))
+    return Path(degrade_video(video, dst, **degrade_arguments(condition, info.height, info.fps)))
 
 
 def video_robustness(weights, folder, output, grid: Optional[Mapping[str, Iterable[float]]] = None,
@@ -370,7 +367,7 @@ def video_robustness(weights, folder, output, grid: Optional[Mapping[str, Iterab
     videos, labels = find_labelled_videos(folder)
     conditions = video_conditions(grid if grid is not None else DEFAULT_VIDEO_GRID)
     if len(conditions) > 1:
-        from .compress import load_pyav
+        from .video import load_pyav
 
         load_pyav()  # re-encoding needs PyAV: say so before any video is scored
     detector = Detector.from_weights(weights, aggregation, threshold=threshold, uncertain=uncertain, device=device)
@@ -437,8 +434,6 @@ def _progress_bar(total: int, enabled: bool):
 
 def save_robustness(report: RobustnessReport, out_dir, plot: bool = True) -> Dict[str, Optional[Path]]:
     """Write ``robustness.json``, ``robustness.csv``, ``videos.csv`` and ``robustness.png`` atomically."""
-    from .evaluate import writing
-
     out = Path(out_dir)
     texts = {"json": ("robustness.json", json.dumps(report.to_dict(), indent=1) + "\n"),
              "csv": ("robustness.csv", _csv([r.row() for r in report.results])),
@@ -450,8 +445,7 @@ def save_robustness(report: RobustnessReport, out_dir, plot: bool = True) -> Dic
             atomic_write_text(out / name, text)
     paths["png"] = out / "robustness.png" if plot else None
     if plot:
-        with writing(out / "robustness.png"):
-            plot_robustness(report, out / "robustness.png")
+        plot_robustness(report, out / "robustness.png")
     return paths
 
 
@@ -488,7 +482,8 @@ CLEAN_X = {"fps": 1.0, "crf": 0.0, "height": None}  # where the clean point sits
 
 def plot_robustness(report: RobustnessReport, path) -> Path:
     """One panel per perturbation: AUC, accuracy, flip rate and uncertain rate vs strength
-    (mean and std over seeds; the clean input is the point at strength 0, or 1x for fps)."""
+    (mean and std over seeds; the clean input is the point at strength 0, or 1x for fps), saved
+    to `path` atomically, format from the extension (`lrnet.atomic.save_figure`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -524,10 +519,7 @@ def plot_robustness(report: RobustnessReport, path) -> Path:
     fig.suptitle(f"robustness: {report.weights} ({report.aggregation}, threshold {report.threshold:.3g}, "
                  f"{len(report.videos)} videos)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def format_robustness(report: RobustnessReport) -> str:
@@ -549,14 +541,3 @@ def format_robustness(report: RobustnessReport) -> str:
         lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
     return "\n".join(lines)
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj

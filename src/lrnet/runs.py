@@ -24,33 +24,26 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, ensure_not_input, writing
 from .errors import LrnetError
 from .locks import output_lock
+from .vocab import PathLike
 from .weights.runfile import RUN_FILE
 
+if TYPE_CHECKING:
+    from .datasets import LabelledBlocks
+
 __all__ = ["RUN_MARKERS", "RunFolder", "open_run", "writing", "save_torch", "write_text",
-           "resume_conflicts", "dataset_fps", "check_not_input"]
+           "resume_conflicts", "dataset_fps"]
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, "os.PathLike[str]"]
 
 # Files whose presence means the folder holds a (finished or interrupted) training run.
 RUN_MARKERS = ("g1.pth", "g2.pth", RUN_FILE, "g1.ckpt", "g2.ckpt")
 # Keys of lrnet.json whose change on --resume would make the resumed run a different run.
 RESUME_KEYS = ("model", "block_size", "batch_size", "lr_g1", "lr_g2", "dataset")
-
-
-@contextlib.contextmanager
-def writing(path: PathLike) -> Iterator[None]:
-    """Turn an `OSError` raised while writing `path` into ``LrnetError("PATH: cannot write (reason)")``."""
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise LrnetError(f"{path}: cannot write ({reason})") from None
 
 
 def save_torch(obj: Any, path: PathLike) -> None:
@@ -91,17 +84,6 @@ def resume_conflicts(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> Lis
     return sorted(k for k in old.keys() & cur.keys() if old[k] != cur[k])
 
 
-def check_not_input(output: Path, inputs: Sequence[PathLike]) -> None:
-    """Refuse an output that is one of `inputs` or lies inside an input folder."""
-    out = output.resolve()
-    for item in inputs:
-        if item is None:
-            continue
-        src = Path(item).resolve()
-        if out == src or src in out.parents:
-            raise LrnetError(f"{output}: the output is an input ({item}); choose another --output")
-
-
 @dataclass
 class RunFolder:
     """An output folder opened for one training run (locked, checked): see `open_run`."""
@@ -133,7 +115,7 @@ def open_run(output: PathLike, *, resume: bool = False, overwrite: bool = False,
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise LrnetError(f"{path}: is a file, not a folder; --output takes the run folder")
-    check_not_input(path, inputs)
+    ensure_not_input(path, inputs, fix="choose another --output")
     with output_lock(path, "train"):
         run = RunFolder(path, resume, overwrite)
         found = run.existing_run()
@@ -167,7 +149,7 @@ def _fps_from_log(path: Path, videos: Sequence[str]) -> Optional[float]:
     return float(statistics.median(values)) if values else None
 
 
-def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
+def dataset_fps(train_set: LabelledBlocks, fps: Optional[float] = None) -> Tuple[Optional[float], str]:
     """Frame rate (frames/s) of the training videos and where it came from.
 
     In order: `fps` given by the user (``"--fps"``); the median ``fps`` column of
@@ -176,14 +158,13 @@ def dataset_fps(train_set: Any, fps: Optional[float] = None) -> Tuple[Optional[f
     """
     if fps is not None:
         return float(fps), "--fps"
-    root = getattr(train_set, "root", None)
-    if root:
-        logfile = Path(root) / "extract_log.csv"
+    if train_set.root:
+        logfile = Path(train_set.root) / "extract_log.csv"
         if logfile.is_file():
-            value = _fps_from_log(logfile, list(getattr(train_set, "videos", [])))
+            value = _fps_from_log(logfile, list(train_set.videos))
             if value is not None:
                 return value, "extract_log.csv"
-    if getattr(train_set, "synthetic", False):
+    if train_set.synthetic:
         from .synthetic import FPS
 
         return float(FPS), "synthetic"

@@ -30,14 +30,13 @@ from torch import nn
 
 from .features import BRANCHES, branch_input
 from .model import fake_probability
+from .vocab import AGGREGATIONS, DEFAULT_AGGREGATION  # re-exported: lrnet.scoring.AGGREGATIONS
 
 __all__ = ["AGGREGATIONS", "DEFAULT_AGGREGATION", "THRESHOLD", "CONFIDENCE", "BOOTSTRAP_RESAMPLES",
            "BOOTSTRAP_SEED", "VideoResult", "aggregate_blocks", "block_fake_probabilities", "bootstrap_intervals",
            "decide", "interval_method", "merge_branches", "verdict",
            "video_intervals", "wilson_interval"]
 
-AGGREGATIONS = ("vote", "mean-prob", "mean-logit")
-DEFAULT_AGGREGATION = "vote"
 THRESHOLD = 0.5
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000

@@ -26,7 +26,6 @@ seeded through `numpy.random.Generator`: the same arguments give byte-identical 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -38,8 +37,8 @@ from .atomic import atomic_write_text
 from .errors import LrnetError
 from .landmarks import FEATURE_SIZE, NUM_POINTS, write_landmarks
 from .parallel import map_in_processes
+from .vocab import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 MARKER_NAME = "SYNTHETIC_LRNET.json"
 GENERATOR_VERSION = 2

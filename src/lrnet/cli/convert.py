@@ -20,19 +20,18 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     import torch
 
-    from ..atomic import atomic_open, ensure_not_input
+    from ..atomic import atomic_open, ensure_not_input, same_file
     from ..errors import LrnetError
     from ..weights import load_branch
     from ..weights.keras import block_size_of, read_keras_branch
     from ..weights.runfile import RUN_FILE, write_meta
 
     branches = {"g1": read_keras_branch(args.g1), "g2": read_keras_branch(args.g2)}
-    if os.path.exists(args.g1) and os.path.exists(args.g2) and os.path.samefile(args.g1, args.g2):
+    if same_file(args.g1, args.g2):
         raise LrnetError(f"{args.g1}, {args.g2}: the same file given for both branches; g1 and g2 are trained "
                          "separately (g1.h5 and g2.h5)")
     configs = {name: b.config.to_dict() for name, b in branches.items()}

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..ffpp import SPLITS
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
 from .common import (
     add_branch_flag,
     add_dataset_flags,
@@ -52,7 +53,7 @@ def register(sub) -> None:
     add_branch_flag(model)
     model.add_argument("--block-size", type=block_size, default=None, metavar="N",
                        help="frames per block (default: the weights' own, 30)")
-    model.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote", metavar="HOW",
+    model.add_argument("--aggregate", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION, metavar="HOW",
                        help="vote (default), mean-prob or mean-logit")
     add_operating_flags(model)
     run_flags = p.add_argument_group("run and output")

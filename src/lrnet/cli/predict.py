@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import replace
 
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
 from .common import (add_branch_flag, add_gpu_flag, add_operating_flags, add_weights_flag, block_size, branches_of,
                      interval_text, verdict_text)
 
@@ -25,8 +26,8 @@ def register(sub) -> None:
     add_branch_flag(p)
     p.add_argument("--block-size", type=block_size, default=None,
                    help="frames per block (default: the weights' own, 30 for the official ones)")
-    p.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
-                   help="how block scores become a video score (default: vote = fraction of fake blocks)")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                   help="how block scores become a video score (default: %(default)s; vote = fraction of fake blocks)")
     add_operating_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per video instead of a table")
     p.add_argument("--blocks", action="store_true", help="with --json, include per-block scores")

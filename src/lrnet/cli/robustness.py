@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..ffpp import SPLITS
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
 from .common import (
     add_dataset_flags,
     add_gpu_flag,
@@ -49,7 +50,7 @@ def register(sub) -> None:
     model = p.add_argument_group("weights and scoring")
     add_weights_flag(model)
     model.add_argument("--offline", action="store_true", help="never download pretrained weights")
-    model.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote", metavar="HOW",
+    model.add_argument("--aggregate", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION, metavar="HOW",
                        help="vote (default), mean-prob or mean-logit")
     add_operating_flags(model)
     g = p.add_argument_group("landmark perturbations (landmark inputs)")

@@ -9,6 +9,9 @@ from .common import add_weights_flag, nonneg_int, port_number, positive_float, p
 
 
 def register(sub) -> None:
+    from ..serve.service import ServeConfig  # its defaults are the flags' defaults (no fastapi needed)
+
+    d = ServeConfig
     p = sub.add_parser("serve", help="start a local web page and HTTP API that score uploaded videos",
                        description="Serve a page and a JSON API (/api/v1, documented at /docs) that take a video "
                                    "or a landmark file and return the verdict of `lrnet detect` / `lrnet predict`. "
@@ -20,11 +23,12 @@ def register(sub) -> None:
                      help="require 'Authorization: Bearer TOKEN' on the API (default: $LRNET_SERVE_TOKEN; "
                           "needed to listen on a non-loopback address)")
     model = p.add_argument_group("weights")
-    add_weights_flag(model)
+    add_weights_flag(model, d.weights)
     model.add_argument("--offline", action="store_true", help="never download pretrained weights")
     limits = p.add_argument_group("work and limits")
-    limits.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
+    limits.add_argument("--jobs", type=positive_int, default=d.jobs, metavar="N",
                         help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
+<<<<<<< HEAD
     limits.add_argument("--queue", type=positive_int, default=32, metavar="N",
                         help="jobs that may wait for a worker; more are refused with 503 (default: 32)")
     limits.add_argument("--max-live", type=nonneg_int, default=2, metavar="N",
@@ -36,6 +40,16 @@ def register(sub) -> None:
                         help="longest video accepted, in seconds of footage (default: 600)")
     limits.add_argument("--job-timeout", type=positive_float, default=1800.0, metavar="S",
                         help="a job still running after this many seconds is stopped and failed (default: 1800)")
+=======
+    limits.add_argument("--queue", type=positive_int, default=d.queue, metavar="N",
+                        help="jobs that may wait for a worker; more are refused with 503 (default: %(default)s)")
+    limits.add_argument("--max-upload-mb", type=positive_float, default=d.max_upload_mb, metavar="MB",
+                        help="largest upload accepted (default: %(default)g)")
+    limits.add_argument("--max-seconds", type=positive_float, default=d.max_seconds, metavar="S",
+                        help="longest video accepted, in seconds of footage (default: %(default)g)")
+    limits.add_argument("--job-timeout", type=positive_float, default=d.job_timeout, metavar="S",
+                        help="a job still running after this many seconds is stopped and failed (default: %(default)g)")
+>>>>>>> main
     store = p.add_argument_group("storage")
     store.add_argument("--data-dir", default=None, metavar="DIR",
                        help="uploads and results (default: $XDG_DATA_HOME/lrnet/serve, ~/.local/share/lrnet/serve)")

@@ -122,11 +122,13 @@ def _dataset_folders(root: str, dataset: str) -> List[Path]:
 def _check_output(output: Path, args: argparse.Namespace, cfg) -> None:
     """Early one-line refusals, before any data is read (`lrnet.runs.open_run` checks again under the lock)."""
     from ..errors import LrnetError
-    from ..runs import RunFolder, check_not_input
+    from ..atomic import ensure_not_input
+    from ..runs import RunFolder
 
     if output.exists() and not output.is_dir():
         raise LrnetError(f"{output}: exists and is not a folder; --output takes the run folder")
-    check_not_input(output, _dataset_folders(cfg.dataset_root, args.dataset) + list(args.config))
+    ensure_not_input(output, _dataset_folders(cfg.dataset_root, args.dataset) + list(args.config),
+                     fix="choose another --output")
     if args.resume and args.overwrite:
         raise LrnetError("--resume and --overwrite exclude each other: continue the run or replace it")
     found = RunFolder(output).existing_run() if output.is_dir() else []
@@ -174,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..errors import LrnetError
     from ..device import select_device
     from ..runs import open_run
-    from ..train import input_folders, train
+    from ..training import input_folders, train
 
     branches = branches_of(args.branch)
     cfg = _config(args, branches)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List
 
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION, WRITABLE_VIDEO_SUFFIXES
 from .common import (
     add_gpu_flag,
     add_operating_flags,
@@ -29,8 +29,8 @@ def register(sub) -> None:
                                    "(no face, not a video, too short) is reported and the others still run.")
     d.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     add_weights_flag(d, "dfo")
-    d.add_argument("--aggregate", choices=("vote", "mean-prob", "mean-logit"), default="vote",
-                   help="how block scores become a video score (default: vote)")
+    d.add_argument("--aggregate", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                   help="how block scores become a video score (default: %(default)s)")
     d.add_argument("--json", action="store_true", help="print one JSON object per video")
     d.add_argument("--blocks", action="store_true", help="with --json, include per-block scores")
     d.add_argument("--save-landmarks", metavar="OUT", help="write the calibrated landmarks (.txt): a file "
@@ -76,8 +76,6 @@ def register(sub) -> None:
 
 
 OUTPUT_FLAGS = (("save_landmarks", ".txt"), ("visualize", ".mp4"), ("plot", ".png"))
-# Containers `lrnet.video.write_video` writes (.avi: MJPG; the others MPEG-4 part 2), checked before any work.
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
 
 
 def plot_suffixes() -> List[str]:
@@ -99,7 +97,8 @@ def _check_output_name(option: str, value: str, many: int) -> None:
         raise LrnetError(f"{value}: with {many} videos {flag} names a folder receiving one file per video, and "
                          f"{path.suffix!r} looks like a file extension; give a folder name without one (or an "
                          "existing folder), or one video")
-    allowed = VIDEO_SUFFIXES if option == "visualize" else plot_suffixes() if option == "plot" else None
+    # `lrnet.video.write_video` writes WRITABLE_VIDEO_SUFFIXES (.avi: MJPG; the others MPEG-4 part 2).
+    allowed = WRITABLE_VIDEO_SUFFIXES if option == "visualize" else plot_suffixes() if option == "plot" else None
     if not many and allowed is not None and path.suffix.lower() not in allowed:
         got = f"got {path.suffix!r}" if path.suffix else "got a name without one"
         raise LrnetError(f"{value}: {flag} writes {', '.join(s[1:] for s in allowed)} files (by the extension); {got}")
@@ -111,14 +110,9 @@ def _output_for(option: str, video: str, many: bool, suffix: str) -> Path:
     return Path(option) / (Path(video).stem + suffix)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
-
-
 def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict[str, Path]]:
     """Output paths per video and flag; refuses (LrnetError) one that is an input or written twice."""
+    from ..atomic import ensure_not_input
     from ..errors import LrnetError
 
     many = len(videos) > 1
@@ -131,14 +125,13 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
         flag = "--" + option.replace("_", "-")
         for video in videos:
             out = _output_for(value, video, many, suffix)
-            if any(_same_file(out, Path(v)) for v in videos):
-                raise LrnetError(f"{out}: {flag} would overwrite an input video; choose another path")
+            ensure_not_input(out, videos, what=f"{flag} output", reread=False, fix="choose another path")
             key = out.resolve()
             if key in written:
                 raise LrnetError(f"{out}: {flag} and {written[key]} would write the same file")
             written[key] = flag
             plan[video][option] = out
-        _check_output_name(option, value, len(videos) if many else 0)  # after "would overwrite an input"
+        _check_output_name(option, value, len(videos) if many else 0)  # after "is the input"
     return plan
 
 
@@ -217,6 +210,7 @@ def _print_row(video: str, result) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..atomic import ensure_not_input
     from ..calibration import calibrate_video, check_landmarks, read_openface_csv
     from ..errors import LrnetError
     from ..landmarks import write_landmarks
@@ -227,9 +221,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not Path(args.video).is_file():
         raise LrnetError(f"{args.video}: no such video file")
     output = Path(args.output) if args.output else Path(source.stem + ".txt")
-    for given in (source, Path(args.video)):
-        if _same_file(output, given):
-            raise LrnetError(f"{output}: the output would overwrite an input; choose another -o")
+    ensure_not_input(output, [source, args.video], reread=False, fix="choose another -o")
     if source.suffix.lower() == ".npy":
         try:
             landmarks = np.load(source, allow_pickle=False)

@@ -78,7 +78,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..detector import load_detector
     from ..device import select_device
-    from ..sources import Gap, open_source
+    from ..video import Gap, open_source
     from ..stream import LiveOptions, StreamPipeline
 
     source = open_source(args.source, realtime=args.realtime, open_timeout=args.open_timeout,

@@ -29,9 +29,11 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import LrnetError
+from ..video import probe_video
+from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
 from .live import LiveManager
 from .live import router as live_router
-from .media import browser_playable, probe_video
+from .media import browser_playable
 from .service import Service, is_loopback
 from .store import FINAL, Job, valid_id
 from .uploads import (
@@ -61,7 +63,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
                  "description": "a video (mp4, mov, avi, mkv, webm) or a landmark .txt file; the type is "
                                 "recognised by content"},
         "weights": {"type": "string", "description": "a name from GET /api/v1/weights (default: the server's)"},
-        "aggregation": {"type": "string", "enum": ["vote", "mean-prob", "mean-logit"]}}}}}}}
+        "aggregation": {"type": "string", "enum": list(AGGREGATIONS)}}}}}}}
 
 
 def _service(request: Request) -> Service:
@@ -136,16 +138,16 @@ class _Body:
 
 def _admit(service: Service, job_id: str, folder: Path, upload) -> Job:
     """Check a received upload and build its job (runs in a thread: it reads the file's header)."""
-    cfg, info = service.config, service.info
+    cfg = service.config
     name = display_name(upload.filename)
     if upload.size == 0:
         raise HTTPException(400, f"{name}: the uploaded file is empty")
     weights = upload.fields.get("weights") or cfg.weights
     if weights not in service.weight_names():
         raise HTTPException(422, f"unknown weights {weights!r}; this server offers {sorted(service.weight_names())}")
-    aggregation = upload.fields.get("aggregation") or "vote"
-    if aggregation not in info.get("aggregations", ()):
-        raise HTTPException(422, f"unknown aggregation {aggregation!r}; expected one of {info.get('aggregations')}")
+    aggregation = upload.fields.get("aggregation") or DEFAULT_AGGREGATION
+    if aggregation not in AGGREGATIONS:
+        raise HTTPException(422, f"unknown aggregation {aggregation!r}; expected one of {list(AGGREGATIONS)}")
     kind = sniff_file(upload.path)
     if kind is None:
         raise HTTPException(415, f"{name}: not a video (mp4, mov, avi, mkv, webm) nor a landmark file "
@@ -157,8 +159,8 @@ def _admit(service: Service, job_id: str, folder: Path, upload) -> Job:
             probe = probe_video(path)
         except LrnetError:
             probe = None  # unreadable: the worker fails the job with `lrnet detect`'s message
-        if probe is not None and probe.duration_s and probe.duration_s > cfg.max_seconds:
-            raise HTTPException(422, f"{name}: {probe.duration_s:.1f} s of video; this server takes at most "
+        if probe is not None and probe.duration and probe.duration > cfg.max_seconds:
+            raise HTTPException(422, f"{name}: {probe.duration:.1f} s of video; this server takes at most "
                                      f"{cfg.max_seconds:g} s (--max-seconds)")
         playable = probe is not None and browser_playable(kind, probe)
     return Job(job_id, kind, name, path.name, weights, aggregation, playable=playable, size=upload.size)
@@ -310,7 +312,7 @@ def list_weights(request: Request) -> Dict[str, Any]:
     service = _service(request)
     cfg = service.config
     return {"default": cfg.weights, "weights": service.info.get("weights", []),
-            "aggregations": service.info.get("aggregations", []),
+            "aggregations": list(AGGREGATIONS),
             "limits": {"max_upload_mb": cfg.max_upload_mb, "max_seconds": cfg.max_seconds,
                        "keep_hours": cfg.keep_hours, "queue": cfg.queue, "jobs": cfg.jobs, "max_live": cfg.max_live}}
 

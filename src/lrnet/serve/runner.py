@@ -23,8 +23,8 @@ from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
 from ..detector import Detector
 from ..scoring import VideoResult
+from ..video import probe_video, transcode_h264
 from ..weights import LoadedWeights
-from .media import probe_video, transcode_h264
 from .store import Task
 
 __all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "video_duration", "warm_up"]
@@ -119,7 +119,7 @@ def detect_upload(task: Task, weights: LoadedWeights, progress: ProgressFn) -> D
         out.setdefault(key, value)
     out.setdefault("fps", round(stats.fps, 4))
     # the video's real length: with a 30 fps file scored at 25 fps, decoded frames / 25 would overstate it by 20 %
-    duration = video_duration(probe_video(Path(task.upload)).duration_s, times, float(stats.fps), stats.frames)
+    duration = video_duration((probe_video(Path(task.upload)).duration or None), times, float(stats.fps), stats.frames)
     out.update(kind="video", time_fps=fps, duration_s=round(duration, 4), width=stats.width, height=stats.height)
     folder = Path(task.folder)
     write_landmarks(folder / "landmarks.txt", result.landmarks.sequence)

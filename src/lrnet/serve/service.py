@@ -1,9 +1,11 @@
-"""The server's state in one object: settings, job store and worker pool, and how a server runs.
+"""The server's state in one object: settings (`ServeConfig`), job store and worker pool (`Service`).
 
-`Service` is created and started before the HTTP socket is bound, so a bad weights folder or a
-data folder held by another server stops ``lrnet serve`` with one line, before anything listens.
-`serve_forever` binds the socket (port 0: any free port), reports the URL through a callback and
-runs uvicorn until a signal stops it.
+`running_service` locks the data folder (one server per folder), recovers the jobs a previous
+server left there (unfinished ones are marked failed), and starts the workers, waiting until every
+one has loaded the weights. All of this happens before the HTTP socket is bound, so a data folder
+held by another server, weights that cannot be loaded, or workers that do not load them within
+300 s stop ``lrnet serve`` with one line before anything listens. Binding the socket and running
+uvicorn is `lrnet.serve.app.serve_forever`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from .workers import WorkerPool
 __all__ = ["ServeConfig", "Service", "default_data_dir", "is_loopback", "running_service"]
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_JOBS = max(1, (os.cpu_count() or 2) // 2)  # worker processes: half the CPU cores
 
 
 def default_data_dir() -> Path:
@@ -47,7 +52,7 @@ class ServeConfig:
 
     data_dir: Path
     weights: str = "dfo"
-    jobs: int = 1
+    jobs: int = DEFAULT_JOBS
     queue: int = 32
     max_upload_mb: float = 500.0
     max_seconds: float = 600.0
@@ -63,7 +68,10 @@ class ServeConfig:
 
 
 class Service:
-    """Store + pool for one data folder (which the caller has locked)."""
+    """Store + pool for one data folder (which the caller has locked: see `running_service`).
+
+    `info`, filled by `start`: what the workers loaded (``weights`` offered, ``aggregations``,
+    ``default`` weights name)."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -86,7 +94,9 @@ class Service:
 
 @contextlib.contextmanager
 def running_service(config: ServeConfig) -> Iterator[Service]:
-    """Lock the data folder, start a `Service`, and close it at the end."""
+    """Lock the data folder, start a `Service` (jobs recovered, workers ready), and close it at the
+    end (the workers are stopped, the lock released). Raises `LrnetError` when the folder is locked
+    by another server or the workers cannot load the weights."""
     with output_lock(config.data_dir, "serve"):
         service = Service(config)
         try:

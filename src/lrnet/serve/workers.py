@@ -12,7 +12,6 @@ Workers die with the server: they ask the kernel for SIGKILL when their parent g
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import multiprocessing
@@ -25,34 +24,18 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Dict, List, Optional
 
 from ..errors import LrnetError
+from ..parallel import die_with_parent
 from .store import JobStore, Task
 
 __all__ = ["WorkerPool", "worker_main"]
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 EXPIRE_EVERY = 60.0  # seconds between sweeps of expired jobs
 RESPAWN_DELAY = 5.0  # seconds before replacing a worker that died while loading
 
 
 # ------------------------------------------------------------------------------ worker side
-
-def _die_with_parent(parent: int) -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the watch thread below still works
-        pass
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    if os.getppid() != parent:
-        os._exit(1)
-    threading.Thread(target=watch, name="lrnet-parent-watch", daemon=True).start()
-
 
 def _available_weights(default: str, loaded) -> List[Dict[str, Any]]:
     from ..weights import PRETRAINED, fetch_pretrained
@@ -77,11 +60,10 @@ def _send_progress(conn: Connection, job_id: str, stage: str, fraction: float) -
 
 def worker_main(conn: Connection, parent: int, default: str, download: bool, threads: int) -> None:
     """Entry of a worker process: load the weights, then run the tasks received on `conn`."""
-    _die_with_parent(parent)
+    die_with_parent(parent, every=1.0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     import torch
 
-    from ..scoring import AGGREGATIONS
     from ..weights import resolve_weights
     from .runner import run_task, warm_up
 
@@ -90,7 +72,7 @@ def worker_main(conn: Connection, parent: int, default: str, download: bool, thr
         cache = {default: resolve_weights(default, download=download)}
         warm_up(cache[default])
         conn.send(("ready", {"weights": _available_weights(default, cache[default]),
-                             "aggregations": list(AGGREGATIONS), "default": default}))
+                             "default": default}))
     except LrnetError as exc:
         conn.send(("fatal", str(exc)))
         return
@@ -147,7 +129,7 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ public
     def start(self, timeout: float = 300.0) -> Dict[str, Any]:
-        """Start the workers; returns what they loaded (weights offered, aggregations)."""
+        """Start the workers; returns what they loaded (the weights offered)."""
         self._thread.start()
         if not self._started.wait(timeout):
             self.close()

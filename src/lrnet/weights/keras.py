@@ -27,24 +27,22 @@ Keras files. `lrnet.weights.resolve_weights` sends ``g1.h5,g2.h5`` (or a folder 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..errors import LrnetError
 from ..model import LegacyLRNet, ModelConfig, check_state_dict, legacy_config
+from ..vocab import PathLike
 
 __all__ = ["LEGACY_BLOCK_SIZE", "KerasBranch", "read_keras_branch", "block_size_of", "keras_pair_paths",
            "load_keras_models"]
 
 # The published Keras weights were trained on 60-frame blocks; used when a file does not say.
 LEGACY_BLOCK_SIZE = 60
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 # --------------------------------------------------------------------------- Keras .h5 import

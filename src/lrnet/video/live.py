@@ -1,4 +1,4 @@
-"""Live frame sources: a file (optionally played at its own pace), a network stream, a camera, stdin.
+"""Live frame sources (the live side of the video home, `lrnet.video`): a file (optionally played at its own pace), a network stream, a camera, stdin.
 
 `open_source` classifies what the user typed and `LiveSource.frames` yields decoded `Frame`s in
 time order, or a `Gap` when the source stalled or dropped and was reopened (a segment boundary
@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-from .errors import LrnetError
-from .video import DEFAULT_FPS, Frame, VideoReader, check_video, quiet_ffmpeg
+from ..errors import LrnetError
+from .backends import DEFAULT_FPS, quiet_ffmpeg
+from .decode import Frame, VideoReader
+from .probe import VideoInfo, check_video
 
 __all__ = ["Gap", "LiveSource", "SOURCE_KINDS", "open_source"]
 
@@ -100,8 +102,6 @@ class LiveSource:
         self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
         self.width, self.height = width, height
         if width and height:
-            from .video import VideoInfo
-
             check_video(VideoInfo(self.source, width, height, 0, self.fps, 0.0))
 
     def _cannot_open(self) -> str:

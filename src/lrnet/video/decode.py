@@ -1,67 +1,38 @@
-"""Video reading: the one place lrnet opens, decodes and times video frames.
+"""Sequential decoding with OpenCV: frames in order, timed, optionally resampled, in a background thread.
 
-Owns: the container facts (`video_info`: size, frame count, nominal frame rate, duration), the
-limits on what lrnet agrees to decode (`check_video`), sequential decoding (`read_frames`), the
-background producer thread that overlaps decoding with the caller's work (`prefetch`,
-`VideoReader`), frame selection by timestamp (`keep_mask`, `select_frames`: resampling a faster
-video down to a model's frame rate) and keeping FFmpeg's own log lines ("moov atom not found",
-...) off stderr, so a bad file gives lrnet's one-line error and nothing else.
+`read_frames` decodes a video's frames in order. `VideoReader` decodes in a background producer
+thread (`prefetch`) that overlaps decoding with the caller's work, times each frame and selects
+frames by timestamp (`keep_mask`, `select_frames`: resampling a faster video down to a model's
+frame rate).
 
-Decoding uses OpenCV's FFmpeg backend. Frame times come from the decoder position
-(``CAP_PROP_POS_MSEC``, i.e. the frame's presentation timestamp), so variable-frame-rate files are
-timed by their timestamps, not by the nominal rate; a missing or non-increasing timestamp is
-replaced by the previous one plus one nominal frame interval.
+Frame times come from the decoder position (``CAP_PROP_POS_MSEC``, i.e. the frame's presentation
+timestamp), so variable-frame-rate files are timed by their timestamps, not by the nominal rate; a
+missing or non-increasing timestamp is replaced by the previous one plus one nominal frame interval.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import queue
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import Generator, Iterable, Iterator, List, Optional, TypeVar
 
 import numpy as np
 
-from .errors import LrnetError
+from ..errors import LrnetError
+from ..vocab import PathLike
+from .backends import DEFAULT_FPS, open_capture
+from .probe import MAX_FRAMES, MAX_PIXELS, capture_info, check_video
 
-__all__ = ["Frame", "Resampler", "VideoInfo", "VideoReader", "check_video", "keep_mask", "open_capture", "prefetch",
-           "quiet_ffmpeg", "read_frames", "select_frames", "video_info", "video_size", "write_video",
-           "MAX_PIXELS", "MAX_FRAMES", "QUEUE_BYTES"]
+__all__ = ["Frame", "QUEUE_BYTES", "Resampler", "VideoReader", "keep_mask", "prefetch", "read_frames", "select_frames"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
 
-MAX_PIXELS = 8192 * 4320  # larger frames (beyond 8K) are refused: one BGR frame would exceed 100 MB
-MAX_FRAMES = 180_000  # longer videos (100 min at 30 fps) are refused unless only a prefix is asked for
 QUEUE_BYTES = 256 << 20  # decoded frames waiting in the producer queue use at most this (>= 2 frames)
-DEFAULT_FPS = 25.0  # frame interval assumed when a file states no rate
 _GRID_EPS = 1e-6  # tolerance, in output frame intervals, of the timestamp grid test
-
-
-def quiet_ffmpeg() -> None:
-    """Keep FFmpeg's log lines off stderr (OpenCV reads this once, at its first FFmpeg use).
-
-    ``OPENCV_FFMPEG_LOGLEVEL=-8`` is FFmpeg's AV_LOG_QUIET. A value the user set is kept.
-    """
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about a video. ``frames``/``fps`` are header values (0: unknown)."""
-
-    path: str
-    width: int  # px
-    height: int  # px
-    frames: int  # header frame count (may be approximate)
-    fps: float  # nominal frames per second
-    duration: float  # seconds, frames / fps (0 when either is unknown)
 
 
 @dataclass
@@ -71,64 +42,6 @@ class Frame:
     index: int
     time: float
     image: np.ndarray  # (height, width, 3) uint8
-
-
-def open_capture(path: PathLike):
-    """An opened ``cv2.VideoCapture``; `LrnetError` when the file is missing or not a video."""
-    quiet_ffmpeg()
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise LrnetError(f"{path}: no such video file")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise LrnetError(f"{path}: cannot open as a video (unreadable or not a video file)")
-    return cap
-
-
-def _info_of(path: PathLike, cap) -> VideoInfo:
-    import cv2
-
-    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if width <= 0 or height <= 0:
-        raise LrnetError(f"{path}: not a video (no frame size)")
-    frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
-    return VideoInfo(str(path), width, height, frames, fps, frames / fps if fps and frames else 0.0)
-
-
-def video_info(path: PathLike) -> VideoInfo:
-    """Frame size, header frame count, nominal rate and duration of a video file."""
-    cap = open_capture(path)
-    try:
-        return _info_of(path, cap)
-    finally:
-        cap.release()
-
-
-def video_size(path: PathLike) -> Tuple[int, int, int]:
-    """``(width, height, frame count)`` from the container header (count may be approximate)."""
-    info = video_info(path)
-    return info.width, info.height, info.frames
-
-
-def check_video(info: VideoInfo, max_frames: Optional[int] = None, frame_limit: int = MAX_FRAMES,
-                max_pixels: int = MAX_PIXELS) -> None:
-    """Refuse, before decoding, a video too large to process with bounded memory.
-
-    A frame over `max_pixels`, or a header count over `frame_limit` when not limited to a prefix
-    of at most `frame_limit` frames by `max_frames`, raises `LrnetError` naming the video.
-    """
-    if info.width * info.height > max_pixels:
-        raise LrnetError(f"{info.path}: frames of {info.width}x{info.height} are larger than lrnet decodes "
-                         f"(at most {max_pixels / 1e6:.1f} megapixels); downscale the video first")
-    wanted = info.frames if max_frames is None else min(info.frames, max_frames)
-    if wanted > frame_limit:
-        raise LrnetError(f"{info.path}: {info.frames} frames is longer than lrnet processes in one go "
-                         f"({frame_limit}); use --max-frames or split the video")
 
 
 def read_frames(path: PathLike, max_frames: Optional[int] = None) -> Generator[np.ndarray, None, None]:
@@ -144,73 +57,6 @@ def read_frames(path: PathLike, max_frames: Optional[int] = None) -> Generator[n
             yield frame
     finally:
         cap.release()
-
-
-def write_video(target: PathLike, frames: Iterable[np.ndarray], fps: float, size: Tuple[int, int]) -> int:
-    """Write BGR frames of `size` ``(width, height)`` to a video file, atomically; returns the count.
-
-    The container follows `target`'s extension (``.avi``: MJPG; else MPEG-4 part 2). OpenCV's
-    writer reports no write errors (a full disk leaves a truncated file), so the finished
-    temporary is opened again and its frame count checked before it is renamed onto `target`.
-    Any failure is a one-line `LrnetError` and leaves `target` untouched.
-    """
-    quiet_ffmpeg()
-    import cv2
-
-    target = Path(target)
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # "Failed to write frame" is ours to say
-    try:
-        return _write_checked(target, frames, fps, size)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-
-
-def _write_checked(target: Path, frames: Iterable[np.ndarray], fps: float, size: Tuple[int, int]) -> int:
-    import cv2
-
-    fourcc = cv2.VideoWriter.fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # OpenCV picks the container from the name, so the temporary keeps the real extension.
-        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".mp4", dir=target.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    tmp = Path(name)
-    try:
-        writer = cv2.VideoWriter(str(tmp), fourcc, fps or DEFAULT_FPS, tuple(size))
-        if not writer.isOpened():
-            raise LrnetError(f"{target}: cannot write a video here (unsupported extension {target.suffix!r}?)")
-        count = 0
-        try:
-            for frame in frames:
-                writer.write(frame)
-                count += 1
-        finally:
-            writer.release()
-        _check_written(target, tmp, count)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise LrnetError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return count
-
-
-def _check_written(target: Path, tmp: Path, count: int) -> None:
-    """Open a just-written video again: it must hold `count` frames (a full disk truncates it)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(tmp))
-    try:
-        written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else -1
-    finally:
-        cap.release()
-    if written != count:
-        found = "an unreadable file" if written < 0 else f"{written} frames"
-        raise LrnetError(f"{target}: cannot write (wrote {count} frames, the file holds {found}; disk full?)")
 
 
 # ------------------------------------------------------------------------ selection by timestamp
@@ -364,7 +210,7 @@ class VideoReader:
         self.path = Path(path)
         self._cap = open_capture(self.path)
         try:
-            self.info = _info_of(self.path, self._cap)
+            self.info = capture_info(self.path, self._cap)
             check_video(self.info, max_frames, frame_limit, max_pixels)
         except BaseException:
             self._cap.release()
