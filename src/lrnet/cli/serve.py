@@ -28,28 +28,17 @@ def register(sub) -> None:
     limits = p.add_argument_group("work and limits")
     limits.add_argument("--jobs", type=positive_int, default=d.jobs, metavar="N",
                         help="worker processes, i.e. jobs run at the same time (default: half the CPU cores)")
-<<<<<<< HEAD
-    limits.add_argument("--queue", type=positive_int, default=32, metavar="N",
-                        help="jobs that may wait for a worker; more are refused with 503 (default: 32)")
-    limits.add_argument("--max-live", type=nonneg_int, default=2, metavar="N",
-                        help="live sessions (Live tab, POST /api/v1/live) at once, a worker process each; "
-                             "more get 503; 0: live mode off (default: 2)")
-    limits.add_argument("--max-upload-mb", type=positive_float, default=500.0, metavar="MB",
-                        help="largest upload accepted (default: 500)")
-    limits.add_argument("--max-seconds", type=positive_float, default=600.0, metavar="S",
-                        help="longest video accepted, in seconds of footage (default: 600)")
-    limits.add_argument("--job-timeout", type=positive_float, default=1800.0, metavar="S",
-                        help="a job still running after this many seconds is stopped and failed (default: 1800)")
-=======
     limits.add_argument("--queue", type=positive_int, default=d.queue, metavar="N",
                         help="jobs that may wait for a worker; more are refused with 503 (default: %(default)s)")
+    limits.add_argument("--max-live", type=nonneg_int, default=d.max_live, metavar="N",
+                        help="live sessions (Live tab, POST /api/v1/live) at once, a worker process each; "
+                             "more get 503; 0: live mode off (default: %(default)s)")
     limits.add_argument("--max-upload-mb", type=positive_float, default=d.max_upload_mb, metavar="MB",
                         help="largest upload accepted (default: %(default)g)")
     limits.add_argument("--max-seconds", type=positive_float, default=d.max_seconds, metavar="S",
                         help="longest video accepted, in seconds of footage (default: %(default)g)")
     limits.add_argument("--job-timeout", type=positive_float, default=d.job_timeout, metavar="S",
                         help="a job still running after this many seconds is stopped and failed (default: %(default)g)")
->>>>>>> main
     store = p.add_argument_group("storage")
     store.add_argument("--data-dir", default=None, metavar="DIR",
                        help="uploads and results (default: $XDG_DATA_HOME/lrnet/serve, ~/.local/share/lrnet/serve)")
