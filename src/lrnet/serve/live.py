@@ -13,7 +13,7 @@ server until the worker has caught up, and counted (``behind`` in block events, 
 at most once a second while it lasts); the pipeline marks a gap there, so no block spans a drop.
 A session ends, and its worker process is stopped, when the client sends ``{"type": "stop"}``,
 closes the data channel or the peer connection, the track ends, no frame arrives for `IDLE_LIMIT` seconds, ``DELETE /api/v1/live/{id}`` is called, or the server stops.
-Workers also die with the server (the die-with-parent helper of `lrnet.serve.workers`).
+Workers also die with the server (`lrnet.parallel.die_with_parent`, as the job workers).
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ def live_worker_main(frames: Connection, events: Connection, parent: int, weight
     "ready", ...}`` with the detector's facts (or ``{"type": "error", "message"}``), then the
     pipeline's events.
     """
-    from .workers import _die_with_parent
+    from ..parallel import die_with_parent
 
-    _die_with_parent(parent)
+    die_with_parent(parent, every=1.0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     try:
         import numpy as np
