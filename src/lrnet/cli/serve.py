@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_weights_flag, int_range, port_number, positive_float, positive_int
+from .common import add_weights_flag, int_range, nonneg_int, port_number, positive_float, positive_int
 from .jobflags import scheduler_address
 
 
@@ -37,6 +37,9 @@ def register(sub) -> None:
                         help="with --scheduler: re-runs of a job whose worker died (default: 2)")
     limits.add_argument("--queue", type=positive_int, default=d.queue, metavar="N",
                         help="jobs that may wait for a worker; more are refused with 503 (default: %(default)s)")
+    limits.add_argument("--max-live", type=nonneg_int, default=d.max_live, metavar="N",
+                        help="live sessions (Live tab, POST /api/v1/live) at once, a worker process each; "
+                             "more get 503; 0: live mode off (default: %(default)s)")
     limits.add_argument("--max-upload-mb", type=positive_float, default=d.max_upload_mb, metavar="MB",
                         help="largest upload accepted (default: %(default)g)")
     limits.add_argument("--max-seconds", type=positive_float, default=d.max_seconds, metavar="S",
@@ -74,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
                          weights=args.weights, jobs=jobs, queue=args.queue, max_upload_mb=args.max_upload_mb,
                          max_seconds=args.max_seconds, keep_hours=args.keep_hours, job_timeout=args.job_timeout,
                          token=args.token or None, download=not args.offline, scheduler=args.scheduler,
-                         retries=args.retries)
+                         retries=args.retries, max_live=args.max_live)
     with running_service(config) as service:
         weights = service.info["weights"][0]
         workers = f"Dask {config.scheduler}" if config.scheduler else f"{config.jobs} worker(s)"
 
         def announce(url: str) -> None:
             print(f"lrnet serve: listening on {url} (API {url}api/v1, docs {url}docs; weights {weights['source']}, "
-                  f"{workers}, data {config.data_dir}{', token required' if config.token else ''})",
+                  f"{workers}, {config.max_live} live session(s) at most, data {config.data_dir}{', token required' if config.token else ''})",
                   flush=True)
 
         serve_forever(service, args.host, args.port, announce)

@@ -31,6 +31,8 @@ from .. import __version__
 from ..errors import LrnetError
 from ..video import probe_video
 from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION
+from .live import LiveManager
+from .live import router as live_router
 from .media import browser_playable
 from .service import Service, is_loopback
 from .store import FINAL, Job, valid_id
@@ -312,7 +314,7 @@ def list_weights(request: Request) -> Dict[str, Any]:
     return {"default": cfg.weights, "weights": service.info.get("weights", []),
             "aggregations": list(AGGREGATIONS),
             "limits": {"max_upload_mb": cfg.max_upload_mb, "max_seconds": cfg.max_seconds,
-                       "keep_hours": cfg.keep_hours, "queue": cfg.queue, "jobs": cfg.jobs}}
+                       "keep_hours": cfg.keep_hours, "queue": cfg.queue, "jobs": cfg.jobs, "max_live": cfg.max_live}}
 
 
 def _page(name: str) -> FileResponse:
@@ -332,13 +334,16 @@ def create_app(service: Service) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        await app.state.live.close()
         await run_in_threadpool(service.close)
 
     app = FastAPI(title="lrnet", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Deepfake video detection from facial landmarks (LRNet). Upload a video or a "
                               "landmark file, follow its progress, read the verdict.")
     app.state.service = service
+    app.state.live = LiveManager(service.config.max_live, service.config.weights)
     app.include_router(api)
+    app.include_router(live_router, prefix="/api/v1", dependencies=[Depends(require_token)])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", lambda: _page("index.html"), include_in_schema=False)
     app.add_api_route("/docs", _docs_page, include_in_schema=False)

@@ -66,6 +66,7 @@ class ServeConfig:
     download: bool = True
     scheduler: Optional[str] = None  # run the jobs on Dask (local:N or tcp://HOST:8786) instead of local workers
     retries: int = 2  # with a scheduler: re-runs of a job whose worker died
+    max_live: int = 2  # live (WebRTC) sessions at once, each with its own worker process
 
     @property
     def max_upload_bytes(self) -> int:
