@@ -35,7 +35,7 @@ from typing import Iterator, List, Optional
 
 from ..errors import LrnetError, Terminated, one_line
 
-COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "video", "watch", "extract",
+COMMAND_MODULES = ("demo", "predict", "weights", "convert", "evaluate", "generate", "detect", "watch", "extract",
                    "compress", "dataset", "train", "robustness", "serve")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
