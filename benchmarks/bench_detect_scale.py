@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds  # noqa: E402
 
 from lrnet.scan import ScanOptions, load_scan_detector, report_header, scan, scan_jobs, weights_digest  # noqa: E402
 
@@ -45,20 +46,6 @@ REFERENCE = REPO.parent / "shared" / "reference" / "lrnet-official"
 RUNS = ("inline", "pool-2", "dask-local:2")
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds used so far by this process and all its children, finished or running."""
-    import psutil
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    live = 0.0
-    for p in psutil.Process().children(recursive=True):
-        try:
-            t = p.cpu_times()
-            live += t.user + t.system
-        except psutil.Error:
-            continue
-    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + live
 
 
 def make_clips(videos: Path, seconds: float, files: int, root: Path) -> Path:
@@ -97,9 +84,9 @@ def run(src: Path, root: Path, weights_dir: Path, name: str) -> dict:
     how = {"inline": {}, "pool-2": {"workers": 2}, "dask-local:2": {"scheduler": "local:2"}}[name]
     processes = 1 if name == "inline" else 2
     report = root / f"{name.replace(':', '-')}.jsonl"
-    cpu, t = _cpu_seconds(), time.perf_counter()
+    cpu, t = cpu_seconds(), time.perf_counter()
     summary = scan(jobs, report, options, header, progress=False, **how)
-    wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+    wall, cpu = time.perf_counter() - t, cpu_seconds() - cpu
     rows = [json.loads(line) for line in report.read_text().splitlines()[1:]]
     assert summary.failed == 0, f"{summary.failed} videos failed; see {report}"
     detect_seconds = sum(r["timing"]["total"] for r in rows)

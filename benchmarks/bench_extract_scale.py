@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -39,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds  # noqa: E402
 
 from lrnet.batch import Job, Outcome, extract_folder, run_jobs  # noqa: E402
 from lrnet.compress import compress_folder  # noqa: E402
@@ -60,26 +61,12 @@ def _tree(videos: Path, copies: int, root: Path) -> Path:
     return src
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds used so far by this process and all its children, finished or running."""
-    import psutil
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    live = 0.0
-    for p in psutil.Process().children(recursive=True):
-        try:
-            t = p.cpu_times()
-            live += t.user + t.system
-        except psutil.Error:
-            continue
-    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + live
 
 
 def _extract(src: Path, out: Path, options: ExtractOptions, **how) -> dict:
-    cpu, t = _cpu_seconds(), time.perf_counter()
+    cpu, t = cpu_seconds(), time.perf_counter()
     summary = extract_folder(src, out, options=options, progress=False, **how)
-    wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+    wall, cpu = time.perf_counter() - t, cpu_seconds() - cpu
     assert summary.failed == 0, f"{summary.failed} videos failed; see {summary.log}"
     return {"videos": summary.done, "frames": summary.frames, "seconds": wall, "fps": summary.frames / wall,
             "cpu_seconds": cpu, "frames_per_cpu_second": summary.frames / cpu}
@@ -118,9 +105,9 @@ def measure(videos: Path, copies: int, max_frames: int, noop: int) -> dict:
         few.mkdir()
         for video in sorted(videos.glob("*.mp4"))[:2]:
             (few / video.name).symlink_to(video.resolve())
-        cpu, t = _cpu_seconds(), time.perf_counter()
+        cpu, t = cpu_seconds(), time.perf_counter()
         summary = compress_folder(few, root / "c23", crf=23, workers=2, progress=False)
-        wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+        wall, cpu = time.perf_counter() - t, cpu_seconds() - cpu
         results["compress-pool-2"] = {"videos": summary.done, "frames": summary.frames, "seconds": wall,
                                       "fps": summary.frames / wall, "cpu_seconds": cpu,
                                       "frames_per_cpu_second": summary.frames / cpu}

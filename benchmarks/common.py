@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -174,3 +175,19 @@ def naive_accuracy(model, loader) -> float:
             n += y.shape[0]
     model.train()
     return correct / n
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and all its children, finished or running."""
+    import psutil
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+            live += t.user + t.system
+        except psutil.Error:
+            continue
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + live
