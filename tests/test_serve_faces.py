@@ -109,6 +109,8 @@ def test_two_faces_each_get_a_row_with_thumbnail_verdict_and_timeline(browser, p
     WebDriverWait(browser, 60).until(lambda d: all(
         "picture loading" not in c.get_attribute("aria-label")
         for c in d.find_elements(By.CSS_SELECTOR, "#faces-list canvas")))
+    # cut from a second, unseen <video>: the player has not moved
+    assert browser.execute_script("const v = document.getElementById('video'); return [v.currentTime, v.paused]") == [0, True]
     capture = cv2.VideoCapture(str(clip))
     capture.set(cv2.CAP_PROP_POS_FRAMES, round(THUMB_AT * FPS))
     ok, frame = capture.read()
