@@ -161,7 +161,8 @@ def test_landmark_file_gives_verdict_card_and_timeline(browser, page_server, tmp
 def test_video_shows_overlay_and_bars_seek(browser, page_server, reference, tmp_path):
     open_page(browser, page_server)
     upload_and_wait(browser, reference / "videos" / "dfo_real.mp4")
-    check_result(browser, page_server)
+    result = check_result(browser, page_server)
+    assert len(result["faces"]) == 1 and not browser.find_element(By.ID, "faces").is_displayed()  # one face: as before
     WebDriverWait(browser, 30).until(lambda d: d.execute_script(
         "return document.getElementById('video').readyState >= 2"))
     bars = browser.find_elements(By.CSS_SELECTOR, "#timeline .bar")

@@ -12,7 +12,8 @@ const STAGES = {
 const UPLOAD_SHARE = 0.05;
 const WEIGHTS = [["landmarks", 0.7], ["calibration", 0.15], ["scoring", 0.05], ["video", 0.05]];
 const state = { token: sessionStorage.getItem("lrnet-token") || "", job: null, shown: null, events: null, marks: null, file: null,
-  progress: 0 };
+  progress: 0, thumbs: 0 };
+const WORDS = { fake: "Looks fake", real: "Looks real", uncertain: "Uncertain", "n/a": "Not judged" };
 
 // ------------------------------------------------------------------------------- API
 class AuthError extends Error {}
@@ -211,13 +212,14 @@ function showResult(job) {
   $("result").hidden = false;
   $("verdict").className = "verdict " + word;
   $("verdict-file").textContent = job.filename;
-  $("verdict-word").textContent = { fake: "Looks fake", real: "Looks real", uncertain: "Uncertain" }[word] || word;
+  $("verdict-word").textContent = WORDS[word] || word;
   const details = r.block_details || [];
   const forged = details.filter((b) => b.p_fake >= 0.5).length;
   $("verdict-blocks").textContent = `${forged} of ${details.length} blocks look forged`;
   $("verdict-meta").textContent = `score ${fmt(r.score)} (${r.aggregation}; fake at ≥ ${fmt(r.threshold, 2)})` +
     ` · weights ${shortWeights(r.weights)}`;
   showNotes(r);
+  showFaces(job);
   drawTimeline(r);
   showFacts(r);
   setupPlayer(job);
@@ -249,27 +251,157 @@ function colour(p) {
   return `hsl(${Math.round(130 * (1 - p))}, 65%, ${p >= 0.5 ? 46 : 40}%)`;
 }
 
+// Seconds the timelines span: the video, or the last block if it ends later (every face's timeline shares it).
+function timelineEnd(r) {
+  const ends = [r.block_details || [], ...(r.faces || []).map((f) => f.blocks_detail || [])].flat().map((b) => b.end_s);
+  return Math.max(r.duration_s || 0, ...ends) || 1;
+}
+
+// One block's bar on a timeline `end` seconds long: a button that plays the video from the block's start.
+function blockBar(b, index, end, playable, who = "") {
+  const bar = document.createElement("button");
+  bar.type = "button";
+  bar.className = "bar";
+  bar.style.left = `${(b.start_s / end) * 100}%`;
+  bar.style.width = `max(3px, calc(${((b.end_s - b.start_s) / end) * 100}% - 2px))`;
+  bar.style.height = `max(3px, ${Math.max(4, b.p_fake * 100)}%)`; // a near-zero block stays visible on a small timeline
+  bar.style.background = colour(b.p_fake);
+  const branches = b.p_g1 !== null && b.p_g1 !== undefined ? `, g1 ${fmt(b.p_g1, 2)}, g2 ${fmt(b.p_g2, 2)}` : "";
+  bar.title = `${who}block ${index + 1}: ${fmt(b.start_s, 1)}–${fmt(b.end_s, 1)} s, p(fake) ${fmt(b.p_fake, 2)}${branches}`;
+  bar.setAttribute("aria-label", bar.title + (playable ? "; press to play from here" : ""));
+  bar.addEventListener("click", () => seek(b.start_s));
+  return bar;
+}
+
 function drawTimeline(r) {
   const timeline = $("timeline");
   timeline.querySelectorAll(".bar").forEach((b) => b.remove());
   const details = r.block_details || [];
-  const end = Math.max(r.duration_s || 0, ...details.map((b) => b.end_s)) || 1;
-  for (const b of details) {
-    const bar = document.createElement("button");
-    bar.type = "button";
-    bar.className = "bar";
-    bar.style.left = `${(b.start_s / end) * 100}%`;
-    bar.style.width = `max(3px, calc(${((b.end_s - b.start_s) / end) * 100}% - 2px))`;
-    bar.style.height = `${Math.max(4, b.p_fake * 100)}%`;
-    bar.style.background = colour(b.p_fake);
-    const branches = b.p_g1 !== null && b.p_g1 !== undefined ? `, g1 ${fmt(b.p_g1, 2)}, g2 ${fmt(b.p_g2, 2)}` : "";
-    bar.title = `block ${b.index + 1}: ${fmt(b.start_s, 1)}–${fmt(b.end_s, 1)} s, p(fake) ${fmt(b.p_fake, 2)}${branches}`;
-    bar.setAttribute("aria-label", bar.title + (r.kind === "video" ? "; press to play from here" : ""));
-    bar.addEventListener("click", () => seek(b.start_s));
-    timeline.appendChild(bar);
-  }
+  const end = timelineEnd(r);
+  for (const b of details) timeline.appendChild(blockBar(b, b.index, end, r.kind === "video"));
   $("axis-mid").textContent = `${fmt(end / 2, 1)} s`;
   $("axis-end").textContent = `${fmt(end, 1)} s`;
+}
+
+// ------------------------------------------------------------------------------- every face
+const THUMB = 88; // CSS px of a face's thumbnail (drawn at twice that for sharp screens)
+const THUMB_MARGIN = 0.3; // share of the landmark box added on each side: the box stops at the brows and chin
+const THUMB_AFTER = 0.2; // s after a face's first frame: past a fade-in, still inside its span
+
+// A video with more than one face: one row per face (thumbnail, verdict, score, span, its own timeline).
+// One face: the section stays hidden and the page is as it always was.
+function showFaces(job) {
+  const r = job.result, faces = Array.isArray(r.faces) ? r.faces : [];
+  state.thumbs += 1; // a newer job's thumbnails replace any still being drawn
+  const many = r.kind === "video" && faces.length > 1;
+  $("faces").hidden = !many;
+  $("timeline-title").textContent = many ? `Fake probability per block of face ${r.face} (the verdict's face)`
+    : "Fake probability per block";
+  if (!many) { $("faces-list").replaceChildren(); return; }
+  const end = timelineEnd(r);
+  $("faces-list").replaceChildren(...faces.map((f) => faceRow(f, f.face === r.face, end)));
+  if (job.urls && job.urls.video) drawThumbs(withToken(job.urls.video), faces, r, state.thumbs);
+  else faces.forEach((f) => thumbFailed(f.face, "no video to take it from"));
+}
+
+function faceRow(f, main, end) {
+  const details = f.blocks_detail || [];
+  const word = !f.blocks ? "n/a" : f.call === "uncertain" ? "uncertain" : f.verdict;
+  const item = Object.assign(document.createElement("li"), { className: `face-row ${word}${main ? " main" : ""}` });
+  item.dataset.face = f.face;
+  const canvas = Object.assign(document.createElement("canvas"), { className: "face-thumb", width: 2 * THUMB, height: 2 * THUMB });
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", `Face ${f.face}: picture loading`);
+  const info = Object.assign(document.createElement("div"), { className: "face-info" });
+  const title = Object.assign(document.createElement("p"), { className: "face-title" });
+  title.append(Object.assign(document.createElement("strong"), { textContent: `Face ${f.face}` }), " ",
+               Object.assign(document.createElement("span"), { className: "face-word", textContent: WORDS[word] || word }));
+  if (main) title.append(" ", Object.assign(document.createElement("span"), { className: "tag main", textContent: "the verdict is this face's" }));
+  const forged = details.filter((b) => b.p_fake >= 0.5).length;
+  const interval = f.interval ? ` (interval ${intervalText(f.interval)})` : "";
+  const meta = Object.assign(document.createElement("p"), { className: "face-meta",
+    textContent: `score ${fmt(f.score)}${interval} · in the video ${fmt(f.first_s, 1)}–${fmt(f.last_s, 1)} s · ` +
+                 (f.blocks ? `${forged} of ${details.length} blocks look forged` : "too short for one block") });
+  const timeline = Object.assign(document.createElement("div"), { className: "timeline face-timeline" });
+  timeline.setAttribute("role", "group");
+  timeline.setAttribute("aria-label", `Fake probability per block of face ${f.face}`);
+  const threshold = Object.assign(document.createElement("div"), { className: "threshold" });
+  threshold.setAttribute("aria-hidden", "true");
+  timeline.appendChild(threshold);
+  details.forEach((b, i) => timeline.appendChild(blockBar(b, i, end, true, `face ${f.face}, `)));
+  info.append(title, meta, timeline);
+  item.append(canvas, info);
+  return item;
+}
+
+function faceThumb(face) {
+  return $("faces-list").querySelector(`li[data-face="${face}"] canvas`);
+}
+
+function thumbFailed(face, why) {
+  const canvas = faceThumb(face);
+  if (!canvas) return;
+  canvas.classList.add("failed");
+  canvas.setAttribute("aria-label", `Face ${face}: no picture (${why})`);
+  canvas.title = `No picture: ${why}`;
+}
+
+// Resolves on the media element's `name` event; rejects on its error or after `ms`.
+function mediaEvent(video, name, ms = 20000) {
+  return new Promise((resolve, reject) => {
+    const stop = () => { clearTimeout(timer); video.removeEventListener(name, done); video.removeEventListener("error", fail); };
+    const done = () => { stop(); resolve(); };
+    const fail = () => { stop(); reject(new Error(video.error ? video.error.message || "the video did not decode" : `no ${name} event`)); };
+    const timer = setTimeout(fail, ms);
+    video.addEventListener(name, done);
+    video.addEventListener("error", fail);
+  });
+}
+
+// Each face's thumbnail, cut from the job's own (same-origin) video. A second, unseen <video> seeks to
+// each face, so the player's position and the user's playback are never disturbed.
+async function drawThumbs(src, faces, r, ticket) {
+  const video = Object.assign(document.createElement("video"), { muted: true, preload: "auto", playsInline: true });
+  let face = null;
+  try {
+    video.src = src;
+    await mediaEvent(video, "loadeddata");
+    for (const f of faces) {
+      if (ticket !== state.thumbs) return;
+      face = f.face;
+      const last = Math.max(f.first_s, Math.min(f.last_s, video.duration) - 0.05);
+      const at = Math.min(f.first_s + THUMB_AFTER, last);
+      const seeked = mediaEvent(video, "seeked");
+      video.currentTime = at;
+      await seeked;
+      if (ticket !== state.thumbs) return;
+      drawThumb(faceThumb(f.face), video, f, r, at);
+    }
+  } catch (e) {
+    if (ticket !== state.thumbs) return;
+    const from = faces.findIndex((f) => f.face === face);
+    faces.slice(Math.max(0, from)).forEach((f) => thumbFailed(f.face, e.message));
+  } finally {
+    video.removeAttribute("src");
+    video.load(); // lets the browser drop the decoder
+  }
+}
+
+function drawThumb(canvas, video, f, r, at) {
+  if (!canvas) return;
+  // the box is in the landmarks' pixels; the browser's copy may be scaled
+  const kx = video.videoWidth / (r.width || video.videoWidth), ky = video.videoHeight / (r.height || video.videoHeight);
+  const [x0, y0, x1, y1] = f.box;
+  const fw = (x1 - x0) * kx, fh = (y1 - y0) * ky;
+  const side = Math.min(Math.max(fw, fh) * (1 + 2 * THUMB_MARGIN), video.videoWidth, video.videoHeight);
+  // a square around the face, moved (not shrunk) to stay inside the picture
+  const left = Math.min(Math.max(0, (x0 * kx + fw / 2) - side / 2), video.videoWidth - side);
+  const top = Math.min(Math.max(0, (y0 * ky + fh / 2) - side / 2), video.videoHeight - side);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(video, left, top, side, side, 0, 0, canvas.width, canvas.height);
+  canvas.classList.remove("failed");
+  canvas.setAttribute("aria-label", `Face ${f.face}, at ${fmt(at, 1)} s in the video`);
+  canvas.title = `Face ${f.face} at ${fmt(at, 1)} s`;
 }
 
 function seek(seconds) {
@@ -406,6 +538,7 @@ async function openJob(id) {
 function reset() {
   closeEvents();
   state.job = null;
+  state.thumbs += 1; // stop drawing the last job's thumbnails
   state.progress = 0;
   history.replaceState(null, "", location.pathname);
   $("result").hidden = true;

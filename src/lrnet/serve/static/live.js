@@ -7,7 +7,10 @@
 const LIVE_MAX_BARS = 120; // bars kept on screen; the record keeps every event
 const LIVE_STOP_WAIT = 10000; // ms to wait for the server's last blocks and summary after Stop
 const LIVE_WORDS = { fake: "Looks fake", real: "Looks real", uncertain: "Uncertain" };
-const live = { pc: null, stream: null, channel: null, record: null, word: null, blocks: 0, fake: 0, stopTimer: null, started: 0 };
+// One colour per face (the stripe under its bars and its swatch in the list); the server follows at most 8.
+const LIVE_FACE_COLOURS = ["#2459c9", "#8a3ffc", "#17202c", "#0e8a9c", "#c2185b", "#7a5a00", "#5f6b7a", "#e0590b"];
+const live = { pc: null, stream: null, channel: null, record: null, word: null, blocks: 0, fake: 0, stopTimer: null, started: 0,
+               faces: new Map() };
 
 // ------------------------------------------------------------------------------- tabs
 function liveSelectTab(which) {
@@ -188,7 +191,11 @@ function liveReset(settings) {
   live.started = performance.now();
   live.word = null;
   live.blocks = live.fake = 0;
+  live.faces = new Map();
+  $("live-faces").hidden = true;
+  $("live-faces-list").replaceChildren();
   $("live-timeline").querySelectorAll(".bar").forEach((b) => b.remove());
+  $("live-timeline").classList.remove("by-face");
   $("live-log").replaceChildren();
   $("live-alarm").hidden = true;
   $("live-behind").hidden = true;
@@ -211,8 +218,8 @@ function liveEvent(event) {
         `${fmt(e.time_s, 1)} s). Blocks are only made of consecutive frames, so fewer blocks arrive.`;
     },
     cut: (e) => liveLog(`${fmt(e.time_s, 1)} s: shot change; the next blocks start a new segment`),
-    face_lost: (e) => liveLog(`${fmt(e.time_s, 1)} s: face lost`),
-    face_found: (e) => liveLog(`${fmt(e.time_s, 1)} s: face found`),
+    face_lost: (e) => { liveFacePresent(e.face, false); liveLog(`${fmt(e.time_s, 1)} s: ${liveFaceName(e.face)} lost`); },
+    face_found: (e) => { liveFacePresent(e.face, true); liveLog(`${fmt(e.time_s, 1)} s: ${liveFaceName(e.face)} found`); },
     gap: (e) => { if (e.cause !== "behind") liveLog(`${fmt(e.time_s, 1)} s: ${e.reason || "gap in the video"}; a new segment starts`); },
     resolution: (e) => liveLog(`${fmt(e.time_s, 1)} s: the picture size changed to ${e.width}×${e.height}; a new segment starts`),
   }[event.type];
@@ -231,20 +238,62 @@ function liveOnStatus(e) {
   }
 }
 
+function liveRollingWord(r) {
+  return r.call === "uncertain" ? "uncertain" : r.verdict;
+}
+
+// "face 1" once a second face has been seen, "face" before (one face reads as it always did)
+function liveFaceName(face) {
+  return live.faces.size > 1 && face !== undefined && face !== null ? `face ${face}` : "face";
+}
+
+function liveFace(id) {
+  if (!live.faces.has(id)) {
+    live.faces.set(id, { id, rolling: {}, blocks: 0, fake: 0, end_s: 0, present: true,
+                         colour: LIVE_FACE_COLOURS[live.faces.size % LIVE_FACE_COLOURS.length] });
+  }
+  return live.faces.get(id);
+}
+
+function liveFacePresent(id, present) {
+  if (id === undefined || id === null) return;
+  liveFace(id).present = present;
+  if (live.faces.size > 1) liveShowFaces();
+}
+
+// The face the rolling verdict is about: with one face, that face; with several, the most suspicious
+// (highest rolling score; ties: more blocks), as the server's summary picks the video's face.
+function liveMainFace() {
+  let main = null;
+  for (const f of live.faces.values()) {
+    if (!f.blocks) continue;
+    if (!main || f.rolling.score > main.rolling.score || (f.rolling.score === main.rolling.score && f.blocks > main.blocks)) main = f;
+  }
+  return main;
+}
+
 function liveOnBlock(b) {
   live.blocks += 1;
   live.fake += b.p_fake >= 0.5 ? 1 : 0;
-  liveBar(b);
-  const r = b.rolling || {};
-  const word = r.call === "uncertain" ? "uncertain" : r.verdict;
+  const face = liveFace(b.face ?? 0);
+  const many = live.faces.size > 1;
+  Object.assign(face, { rolling: b.rolling || {}, blocks: face.blocks + 1, fake: face.fake + (b.p_fake >= 0.5 ? 1 : 0),
+                        end_s: b.end_s, present: true });
+  liveBar(b, face);
+  const main = liveMainFace() || face;
+  const r = main.rolling;
+  const word = liveRollingWord(r);
   $("live-verdict").className = "verdict " + (word || "");
+  $("live-verdict").querySelector(".file").textContent = many ? `Rolling verdict of face ${main.id}, the most suspicious` : "Rolling verdict";
   $("live-word").textContent = LIVE_WORDS[word] || word || "–";
   $("live-score").textContent = `score ${fmt(r.score)} (interval ${fmt((r.interval || [])[0])} to ${fmt((r.interval || [])[1])}) over the last ${r.blocks} block(s)`;
-  $("live-counts").textContent = `${live.fake} of ${live.blocks} blocks look forged · ${fmt(b.end_s, 1)} s checked` +
-    (b.behind ? ` · ${b.behind} frame(s) dropped` : "");
-  if (word !== live.word) {
-    $("live-said").textContent = `Rolling verdict: ${LIVE_WORDS[word] || word}`; // announced only when it changes
-    live.word = word;
+  $("live-counts").textContent = `${live.fake} of ${live.blocks} blocks look forged` + (many ? ` (${live.faces.size} faces)` : "") +
+    ` · ${fmt(b.end_s, 1)} s checked` + (b.behind ? ` · ${b.behind} frame(s) dropped` : "");
+  if (many) liveShowFaces();
+  const said = many ? `${word} ${main.id}` : word;
+  if (said !== live.word) {  // announced only when it changes
+    $("live-said").textContent = `Rolling verdict${many ? ` of face ${main.id}` : ""}: ${LIVE_WORDS[word] || word}`;
+    live.word = said;
   }
   if (b.alert_raised) liveAlarm(`Alert at ${fmt(b.end_s, 1)} s: ${b.alert_raised}.`);
   if (b.index === 0 && /^Live/.test($("live-status").textContent)) liveStatus("Live.");
@@ -263,13 +312,54 @@ function liveAlarm(text) {
   liveLog(text);
 }
 
-function liveBar(b) {
+// One row per face: its colour, its rolling verdict and counts; the most suspicious face is marked.
+function liveShowFaces() {
+  const main = liveMainFace();
+  $("live-faces").hidden = false;
+  $("live-timeline").classList.add("by-face");
+  $("live-faces-list").replaceChildren(...Array.from(live.faces.values()).sort((a, b) => a.id - b.id).map((f) => {
+    const word = f.blocks ? liveRollingWord(f.rolling) : "n/a";
+    const item = Object.assign(document.createElement("li"), { className: `face-row ${word}${f === main ? " main" : ""}` });
+    item.dataset.face = f.id;
+    const swatch = Object.assign(document.createElement("span"), { className: "face-swatch" });
+    swatch.style.background = f.colour;
+    swatch.setAttribute("aria-hidden", "true");
+    const title = Object.assign(document.createElement("p"), { className: "face-title" });
+    title.append(swatch, Object.assign(document.createElement("strong"), { textContent: `Face ${f.id}` }), " ",
+                 Object.assign(document.createElement("span"), { className: "face-word",
+                   textContent: f.blocks ? LIVE_WORDS[word] || word : "No block yet" }));
+    if (f === main) title.append(" ", Object.assign(document.createElement("span"), { className: "tag main", textContent: "the verdict above" }));
+    const r = f.rolling;
+    const meta = Object.assign(document.createElement("p"), { className: "face-meta",
+      textContent: (f.blocks ? `score ${fmt(r.score)} over its last ${r.blocks} block(s) · ${f.fake} of ${f.blocks} blocks look forged` +
+                    ` · last block ending at ${fmt(f.end_s, 1)} s` : "waiting for its first block") +
+                   (f.present ? "" : " · not in the picture now") });
+    const info = Object.assign(document.createElement("div"), { className: "face-info" });
+    info.append(title, meta);
+    item.append(info);
+    return item;
+  }));
+  // bars that came before the second face: give them their face's stripe too
+  $("live-timeline").querySelectorAll(".bar:not(.by-face)").forEach((bar) => liveMarkBar(bar, live.faces.get(Number(bar.dataset.face))));
+}
+
+function liveMarkBar(bar, face) {
+  if (!face) return;
+  bar.classList.add("by-face");
+  bar.style.setProperty("--face", face.colour);
+  bar.title = `face ${face.id}, ${bar.dataset.what}`;
+}
+
+function liveBar(b, face) {
   const timeline = $("live-timeline");
   const bar = document.createElement("div");
   bar.className = "bar";
   bar.style.height = `${Math.max(4, b.p_fake * 100)}%`;
   bar.style.background = colour(b.p_fake);
-  bar.title = `block ${b.index + 1}: ${fmt(b.start_s, 1)}–${fmt(b.end_s, 1)} s, p(fake) ${fmt(b.p_fake, 2)}`;
+  bar.dataset.face = face.id;
+  bar.dataset.what = `block ${b.index + 1}: ${fmt(b.start_s, 1)}–${fmt(b.end_s, 1)} s, p(fake) ${fmt(b.p_fake, 2)}`;
+  bar.title = bar.dataset.what;
+  if (live.faces.size > 1) liveMarkBar(bar, face);
   timeline.appendChild(bar);
   const bars = timeline.querySelectorAll(".bar");
   for (let i = 0; i < bars.length - LIVE_MAX_BARS; i++) bars[i].remove();
