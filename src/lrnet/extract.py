@@ -1,31 +1,24 @@
-"""Landmark extraction from raw video: face detection, 68-point landmarks, shots and segments, calibration.
+"""Landmark extraction for datasets: a whole video -> raw and calibrated landmarks, segment by segment.
+
+This is the offline path of ``lrnet extract`` and `lrnet.batch.extract_folder` (datasets for
+training). It follows the reference's calibration exactly: a segment's face-box size is the mean
+face size over the *whole* segment, so the video is tracked first and calibrated after. Verdicts
+(``lrnet detect``, ``lrnet watch``, ``lrnet serve``) use `lrnet.stream.StreamPipeline` instead,
+which fixes the size from a segment's first block so it can run live (see its docstring); on the
+sample videos the two agree on every verdict.
 
 Per video (`extract_video`):
 
-1. *Decode* (`lrnet.video.VideoReader`: a background thread, so decoding overlaps detection on
-   the second core), optionally resampled by timestamp to a target frame rate (``options.fps``):
-   skipped frames are decoded but never landmarked.
-2. *Detect* the face with dlib's HOG detector on a grayscale copy downscaled to about 640 px, every
-   `detect_every` frames; in between, the face box is carried forward from the previous frame's
-   landmarks (using the box/landmark geometry of the last detection).
-3. *Landmarks*: dlib's 68-point shape predictor (from the ``face-recognition-models`` package) on
-   every selected frame, in full resolution.
-4. *One face, consistent over time*: the largest face is chosen, faces near the tracked one
-   preferred; a result whose centre jumps more than half a face away, or whose size changes by
-   more than 30 %, is rejected and the previous landmarks are reused (as for a failed detection).
-5. *Shots.* A shot cut is seen either in the frames (the mean difference of 32 x 32 thumbnails
-   jumps suddenly, from one frame to the next, well above its recent level) or as a face found `confirm` detections in a row away from
-   the tracked one; either starts a new face track (the jumped frames get the new face's
-   landmarks). A run of more than `max_reused` reused frames ends the track; those frames are
-   dropped. `lrnet.segments.find_segments` turns this into segments.
-6. *Calibrate* (`lrnet.calibration`) each segment on its own. The face regions needed are kept
+1. *Decode* (`lrnet.video.VideoReader`: a background thread), optionally resampled by timestamp
+   to a target frame rate (``options.fps``): skipped frames are decoded but never landmarked.
+2. *Track* the face frame by frame (`lrnet.tracking.FaceTracker`: detection rhythm, 68 landmarks,
+   consistency, shot cuts) and turn its per-frame records into segments
+   (`lrnet.segments.find_segments`).
+3. *Calibrate* (`lrnet.calibration`) each segment on its own. The face regions needed are kept
    from the first decode (with a margin); if a final stable box does not fit them (or the cache
    would exceed `cache_mb`), the video is decoded a second time instead, so the result is exact.
 
-`lrnet.batch.extract_folder` runs this over a tree of videos (resumable, atomic, parallel, logged). A landmark
-file holds one sequence per video: `VideoLandmarks.sequence`, the longest segment.
-
-Licence note: the 68-point predictor was trained on iBUG 300-W, whose licence excludes commercial use.
+A landmark file holds one sequence per video: `VideoLandmarks.sequence`, the longest segment.
 """
 
 from __future__ import annotations
