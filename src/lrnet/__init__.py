@@ -2,10 +2,12 @@
 
 Pipeline, one module per stage::
 
-    video -> video (decoding) -> extract (faces + 68 landmarks) -> calibration (optical flow + Kalman)
-          -> landmarks (frames x 136 files) -> features (blocks, differences)
+    video (decode files, streams, cameras) -> tracking + landmarker (faces, 68 landmarks, cuts)
+          -> segments -> calibration (optical flow + Kalman) -> features (blocks, differences)
           -> model (g1/g2 bidirectional-GRU branches) -> scoring (block -> video score)
-          -> datasets / training / evaluate (metrics)
+          -> detector (the verdict: weights + threshold + aggregation)
+    stream: all of it one frame at a time (detect, watch, serve); extract: offline, for datasets;
+    landmarks (frames x 136 files) -> datasets / training / evaluate (metrics)
 
 The names a user needs are importable from here and loaded on first use, so ``import lrnet``
 (and ``lrnet --help``) stays fast::
