@@ -1,0 +1,72 @@
+"""MkDocs hook: two pages that must follow the code, checked at every build.
+
+- docs/reference.md lists exactly the public names of the `lrnet` package. `lrnet/__init__.py`
+  exports them lazily (`_EXPORTS`, imported under TYPE_CHECKING), so the docs tool cannot find them
+  on its own: the page names them under ``::: lrnet``.
+- docs/architecture.md names every module and package of ``src/lrnet`` (`` `name.py` `` or
+  `` `name/` ``) in its module map.
+
+A mismatch is a warning naming what to add or remove, which fails ``mkdocs build --strict``
+(scripts/test.sh). The source is read, never imported (no torch needed).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger("mkdocs.plugins.lrnet_checks")
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "lrnet"
+
+
+def exported_names(init: Path = PACKAGE / "__init__.py") -> set:
+    """The keys of `_EXPORTS` in the package's ``__init__.py``."""
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and target.id == "_EXPORTS" and isinstance(node.value, ast.Dict):
+            return {ast.literal_eval(key) for key in node.value.keys if key is not None}
+    raise ValueError(f"{init}: no _EXPORTS dictionary")
+
+
+def listed_names(markdown: str) -> set:
+    """The names under ``members:`` of the ``::: lrnet`` block (up to the next blank line)."""
+    block = re.search(r"^::: lrnet[ \t]*\n(.*?)(?:\n[ \t]*\n|\Z)", markdown, re.M | re.S)
+    return set(re.findall(r"^\s+- (\w+)\s*$", block.group(1), re.M)) if block else set()
+
+
+def package_modules(package: Path = PACKAGE) -> set:
+    """``name.py`` for each top-level module and ``name/`` for each sub-package of the package."""
+    modules = {p.name for p in package.glob("*.py")}
+    packages = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    return modules | packages
+
+
+def _check_reference(markdown: str) -> None:
+    exported, listed = exported_names(), listed_names(markdown)
+    if exported - listed:
+        log.warning("reference.md: add %s to the members of `::: lrnet` (they are in lrnet._EXPORTS)",
+                    ", ".join(sorted(exported - listed)))
+    if listed - exported:
+        log.warning("reference.md: %s listed under `::: lrnet` but not in lrnet._EXPORTS",
+                    ", ".join(sorted(listed - exported)))
+
+
+def _check_architecture(markdown: str) -> None:
+    named = set(re.findall(r"`([\w.]+\.py|\w+/)`", markdown))
+    missing = package_modules() - named
+    if missing:
+        log.warning("architecture.md: the module map does not name %s (modules of src/lrnet)",
+                    ", ".join(sorted(missing)))
+
+
+CHECKS = {"reference.md": _check_reference, "architecture.md": _check_architecture}
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    check = CHECKS.get(page.file.src_uri)
+    if check is not None:
+        check(markdown)
+    return markdown
