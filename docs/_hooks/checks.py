@@ -5,6 +5,7 @@
   on its own: the page names them under ``::: lrnet``.
 - docs/architecture.md names every module and package of ``src/lrnet`` (`` `name.py` `` or
   `` `name/` ``) in its module map.
+- README.md (not part of the site) links only to files that exist.
 
 A mismatch is a warning naming what to add or remove, which fails ``mkdocs build --strict``
 (scripts/test.sh). The source is read, never imported (no torch needed).
@@ -19,7 +20,8 @@ from pathlib import Path
 
 log = logging.getLogger("mkdocs.plugins.lrnet_checks")
 
-PACKAGE = Path(__file__).resolve().parents[2] / "src" / "lrnet"
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "src" / "lrnet"
 
 
 def exported_names(init: Path = PACKAGE / "__init__.py") -> set:
@@ -60,6 +62,19 @@ def _check_architecture(markdown: str) -> None:
     if missing:
         log.warning("architecture.md: the module map does not name %s (modules of src/lrnet)",
                     ", ".join(sorted(missing)))
+
+
+def readme_broken_links(readme: Path = REPO / "README.md") -> list:
+    """Relative link targets of the README (``[text](target)``) that are not files or folders."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8"))
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    return sorted({t for t in local if t and not (readme.parent / t).exists()})
+
+
+def on_pre_build(config, **kwargs):
+    broken = readme_broken_links()
+    if broken:
+        log.warning("README.md: links to missing files: %s", ", ".join(broken))
 
 
 CHECKS = {"reference.md": _check_reference, "architecture.md": _check_architecture}
