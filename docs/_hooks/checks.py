@@ -57,11 +57,16 @@ def _check_reference(markdown: str) -> None:
 
 
 def _check_architecture(markdown: str) -> None:
+    modules = package_modules()
     named = set(re.findall(r"`([\w.]+\.py|\w+/)`", markdown))
-    missing = package_modules() - named
-    if missing:
+    if modules - named:
         log.warning("architecture.md: the module map does not name %s (modules of src/lrnet)",
-                    ", ".join(sorted(missing)))
+                    ", ".join(sorted(modules - named)))
+    first_cells = re.findall(r"^\| *(`[^|]*)\|", markdown, re.M)  # the map's rows: | `name.py`, ... | owns |
+    rows = {n for cell in first_cells for n in re.findall(r"`([\w.]+\.py|\w+/)`", cell)}
+    if rows - modules:
+        log.warning("architecture.md: the module map has rows for %s, not in src/lrnet any more",
+                    ", ".join(sorted(rows - modules)))
 
 
 def readme_broken_links(readme: Path = REPO / "README.md") -> list:
