@@ -15,4 +15,4 @@ echo "mkdocs build --strict: the documentation site"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site"
 rm -rf "$site"
 trap - EXIT
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest "$@"  # one line per test file, with a running count
