@@ -12,7 +12,7 @@ bash scripts/setup.sh
 site=$(mktemp -d "${TMPDIR:-/tmp}/lrnet-site.XXXXXX")
 trap 'rm -rf "$site"' EXIT
 echo "mkdocs build --strict: the documentation site"
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$site"  # not --quiet: it would hide the warnings that fail it
 rm -rf "$site"
 trap - EXIT
 exec .venv/bin/python -m pytest "$@"  # one line per test file, with a running count
