@@ -595,7 +595,7 @@ class StreamPipeline:
                 self.arrival.pop(row.row, None)
             block = segment.push_row(sequence_row, row.time, arrived)
             if block is not None:
-                events.append(self._score(lane, segment, block))
+                events += self._score(lane, segment, block)
         return events
 
     def _frame_interval(self) -> float:
@@ -607,7 +607,7 @@ class StreamPipeline:
         return 1.0 / (self.plan.source or DEFAULT_FPS)
 
     def _score(self, lane: _Lane, segment: _Segment,
-               block: Tuple[int, np.ndarray, float, float, Optional[float]]) -> Event:
+               block: Tuple[int, np.ndarray, float, float, Optional[float]]) -> List[Event]:
         number, blocks, start, last, arrived = block
         started = time.perf_counter()
         probs = self.detector.branch_probabilities(blocks[None])
@@ -639,11 +639,14 @@ class StreamPipeline:
                                    for b in ("g1", "g2")},
                                 "rolling": rolling, "alert": lane.alerting,
                                 "latency_s": None if latency is None else round(latency, 4)}
+        events = [Event("block", data)]
         if raised:
             k, n = self.live.alert or (0, 0)
             data["alert_raised"] = f"{k} of the last {n} blocks look fake" + (f" (face {lane.face})"
                                                                              if self.next_face > 1 else "")
-        return Event("block", data)
+            events.append(Event("alert", {"time_s": data["end_s"], "face": lane.face, "block": index,
+                                          "rule": f"{k}/{n}", "message": data["alert_raised"]}))
+        return events
 
     def _rolling(self, lane: _Lane) -> Dict[str, Any]:
         scores = np.asarray(lane.window, dtype=np.float32)
