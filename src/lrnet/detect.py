@@ -119,11 +119,19 @@ class DetectResult:
 
     def block_details(self) -> List[Dict[str, object]]:
         """Per block: index, segment, start/end time (s), merged p(fake) and each branch's."""
-        branch = self.scoring.branch_block_scores
-        return [{"index": i, "segment": int(self.block_segment[i]), "start_s": round(float(self.block_start_s[i]), 3),
-                 "end_s": round(float(self.block_end_s[i]), 3), "p_fake": round(float(p), 6),
-                 **{f"p_{b}": round(float(branch[b][i]), 6) if b in branch else None for b in ("g1", "g2")}}
-                for i, p in enumerate(self.scoring.block_scores)]
+        return block_details(self.scoring, self.block_segment, self.block_start_s, self.block_end_s)
+
+
+def block_details(scoring: VideoResult, segment: np.ndarray, start_s: np.ndarray,
+                  end_s: np.ndarray) -> List[Dict[str, object]]:
+    """The one JSON form of a video's blocks: index, segment, start and end time (s, 3 decimals),
+    merged and per-branch p(fake) (6 decimals). Arrays ``(blocks,)``; a block ends where its last
+    frame ends."""
+    branch = scoring.branch_block_scores
+    return [{"index": i, "segment": int(segment[i]), "start_s": round(float(start_s[i]), 3),
+             "end_s": round(float(end_s[i]), 3), "p_fake": round(float(p), 6),
+             **{f"p_{b}": round(float(branch[b][i]), 6) if b in branch else None for b in ("g1", "g2")}}
+            for i, p in enumerate(scoring.block_scores)]
 
 
 def detect_video(path: PathLike, detector: Any = DEFAULT_WEIGHTS, options: Optional[ExtractOptions] = None,

@@ -19,35 +19,19 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..detect import block_details
+from ..detector import Detector
 from ..errors import LrnetError
 from ..landmarks import read_landmarks, write_landmarks
-from ..detector import Detector
 from ..scoring import VideoResult
 from ..video import probe_video, transcode_h264
 from ..weights import LoadedWeights
 from .store import Task
 
-__all__ = ["DEFAULT_FPS", "block_details", "describe_weights", "run_task", "video_duration", "warm_up"]
+__all__ = ["DEFAULT_FPS", "describe_weights", "run_task", "video_duration", "warm_up"]
 
 DEFAULT_FPS = 25.0  # time axis of a landmark file when the weights do not name a frame rate
 ProgressFn = Callable[[str, float], None]
-
-
-def block_details(scoring: VideoResult, block_size: int, times: np.ndarray, fps: float) -> List[Dict[str, Any]]:
-    """Per block: index, segment, start and end time (s), merged and per-branch p(fake).
-
-    Block i covers landmark rows ``[i * block_size, (i + 1) * block_size)``; `times` ``(rows,)``
-    gives each row's time in seconds, and a block ends one frame (1 / `fps`) after its last row.
-    """
-    n = scoring.blocks
-    first = np.arange(n) * block_size
-    starts = times[first]
-    ends = times[first + block_size - 1] + 1.0 / fps
-    branch = {b: scoring.branch_block_scores.get(b) for b in ("g1", "g2")}
-    return [{"index": i, "segment": 0, "start_s": round(float(starts[i]), 4), "end_s": round(float(ends[i]), 4),
-             "p_fake": round(float(scoring.block_scores[i]), 6),
-             **{f"p_{b}": None if v is None else round(float(v[i]), 6) for b, v in branch.items()}}
-            for i in range(n)]
 
 
 def video_duration(header_s: Optional[float], times: np.ndarray, source_fps: float,
@@ -96,7 +80,9 @@ def score_landmark_file(task: Task, weights: LoadedWeights, progress: ProgressFn
                          f"({'the weights’ training frame rate' if weights.fps else 'assumed'})",
                timing={"read": round(t_read, 4), "scoring": round(time.perf_counter() - started - t_read, 4),
                        "total": round(time.perf_counter() - started, 4)})
-    out["block_details"] = block_details(scoring, weights.block_size, times, fps)
+    first = np.arange(scoring.blocks) * weights.block_size  # block i: rows [i B, (i + 1) B)
+    out["block_details"] = block_details(scoring, np.zeros(scoring.blocks, np.int64), times[first],
+                                         times[first + weights.block_size - 1] + 1.0 / fps)
     folder = Path(task.folder)
     write_landmarks(folder / "landmarks.txt", frames)
     _write_json(folder / "landmarks.json", {"kind": "landmarks", "fps": fps, "times": np.round(times, 4).tolist(),
