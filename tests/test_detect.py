@@ -254,7 +254,8 @@ def test_result_dictionary_contract(reference, dfo_weights):
     assert set(result.scoring.to_dict(True)) <= set(row)  # scoring's keys flow through
     for key in ("fps", "fps_used", "fps_warning", "segments", "cuts", "dropped_frames", "notes", "block_details"):
         assert key in row, key
-    assert set(row["segments"][0]) == {"index", "start_s", "end_s", "frames", "blocks", "score", "verdict"}
+    assert set(row["segments"][0]) == {"index", "start_s", "end_s", "frames", "blocks", "score", "verdict", "call",
+                                       "interval"}
     assert set(row["block_details"][0]) == {"index", "segment", "start_s", "end_s", "p_fake", "p_g1", "p_g2"}
     lm = result.landmarks
     assert lm.times.shape == (40,) and lm.raw.shape == (40, 68, 2) and lm.points_in_frame().shape == (40, 68, 2)

@@ -184,7 +184,7 @@ def _within_one_block(moment, block_s):
 def test_spliced_landmarks_locate_the_forged_stretch(reference, weights):
     """Rows 4-8 s of ff_fake's published landmarks replace ff_real's (both 30 fps, same shot)."""
     from lrnet.landmarks import read_landmarks
-    from lrnet.scoring import score_sequence
+    from lrnet.detector import score_sequence
     from lrnet.weights import resolve_weights
 
     real = read_landmarks(reference / "landmarks" / "ff_real.txt")

@@ -107,7 +107,7 @@ def test_watch_at_real_time_gives_detect_s_landmarks_and_block_scores(reference,
         pipe, events = _run_pipeline(source, detector)
         elapsed = time.monotonic() - started
     assert elapsed >= (FRAMES - 1) / 30.0 - 0.05  # played at its own pace, not faster
-    record = pipe.record
+    record = pipe.main_lane().record
     assert np.array_equal(np.asarray(record.raw), detected.landmarks.raw)
     assert np.array_equal(np.asarray(record.sequence, np.float32), detected.landmarks.calibrated().sequence)
     blocks = [e for e in events if e["type"] == "block"]

@@ -37,7 +37,8 @@ def test_serve_flags_default_to_serve_config():
     from lrnet.serve.service import ServeConfig
 
     serve = _subcommand("serve")
-    for flag, field in (("--weights", "weights"), ("--jobs", "jobs"), ("--queue", "queue"),
+    assert _option(serve, "--jobs").default is None  # None: ServeConfig.jobs, and refused with --scheduler
+    for flag, field in (("--weights", "weights"), ("--queue", "queue"),
                         ("--max-upload-mb", "max_upload_mb"), ("--max-seconds", "max_seconds"),
                         ("--job-timeout", "job_timeout"), ("--keep-hours", "keep_hours")):
         assert _option(serve, flag).default == getattr(ServeConfig, field), flag

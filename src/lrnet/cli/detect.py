@@ -35,28 +35,22 @@ def register(sub) -> None:
                    help="how block scores become a video score (default: %(default)s)")
     d.add_argument("--json", action="store_true", help="print one JSON object per video")
     d.add_argument("--blocks", action="store_true", help="with --json, include per-block scores")
-    d.add_argument("--save-landmarks", metavar="OUT", help="write the calibrated landmarks (.txt): a file "
-                   "for one video, else a folder (a name without a file extension, or an existing folder) "
-                   "receiving <video>.txt")
-    d.add_argument("--visualize", metavar="OUT.mp4", help="write the video with raw (green) and calibrated "
-                   "(red) landmarks (.mp4, .avi, .mkv, .mov or .m4v); with several videos, a folder receiving "
-                   "<video>.mp4")
-    d.add_argument("--plot", metavar="OUT.png", help="plot per-block p(fake) over time (.png, .pdf, .svg, "
-                   ".jpg ...: any format of Matplotlib's Agg canvas); with several videos, a folder receiving "
-                   "<video>.png")
+    d.add_argument("--save-landmarks", metavar="OUT", help="write the calibrated landmarks (.txt); with several "
+                   "videos, a folder of <video>.txt")
+    d.add_argument("--visualize", metavar="OUT.mp4", help="write the video with raw (green) and calibrated (red) "
+                   "landmarks (.mp4 .avi .mkv .mov .m4v); with several videos, a folder")
+    d.add_argument("--plot", metavar="OUT.png", help="plot p(fake) per block over time (.png .pdf .svg ...); with "
+                   "several videos, a folder")
     d.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
                    help="only use the first N frames of each video")
     d.add_argument("--fps-policy", choices=("resample", "keep"), default="resample",
-                   help="resample: score a video faster than the weights' training frame rate at that rate, "
-                        "frames chosen by timestamp (default); keep: score every frame")
+                   help="resample a video faster than the weights' frame rate to it (default), or keep every frame")
     d.add_argument("--max-reused", type=nonneg_int, default=10, metavar="N",
-                   help="a run of more than N frames without landmarks of their own ends a segment and is "
-                        "dropped (default: 10)")
+                   help="more than N frames without landmarks of their own end a segment (default: 10)")
     d.add_argument("--faces", choices=("all", "largest"), default="all",
-                   help="follow every face (the verdict is the most suspicious one's) or only the largest "
-                        "(default: all)")
+                   help="every face, the verdict being the most suspicious one's (default), or the largest")
     d.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
-                   help="faces other than the largest must be at least PX pixels tall (default: 80)")
+                   help="other faces must be at least PX pixels tall (default: 80)")
     d.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(d)
     add_extract_flags(d)
@@ -79,7 +73,6 @@ def register(sub) -> None:
 
 
 OUTPUT_FLAGS = (("save_landmarks", ".txt"), ("visualize", ".mp4"), ("plot", ".png"))
-LANDMARK_SUFFIXES = (".txt", ".csv", ".npy")  # landmark files: `lrnet predict` / `lrnet calibrate` take them
 
 
 def plot_suffixes() -> List[str]:
@@ -140,18 +133,19 @@ def _plan_outputs(args: argparse.Namespace, videos: List[str]) -> Dict[str, Dict
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    from ..errors import LrnetError
+
+    landmark_files = [v for v in args.videos if _is_landmark_file(Path(v))]
+    if landmark_files:
+        raise LrnetError(f"{landmark_files[0]}: a landmark file, not a video; score landmark files with "
+                         f"`lrnet predict {landmark_files[0]}`")
     if is_scan(args):
         return run_scan(args)
-    from ..errors import LrnetError
 
     missing = [v for v in args.videos if not Path(v).is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LrnetError(f"{missing[0]}: no such video file{more}")
-    landmark_files = [v for v in args.videos if Path(v).suffix.lower() in LANDMARK_SUFFIXES]
-    if landmark_files:
-        raise LrnetError(f"{landmark_files[0]}: a landmark file, not a video; score landmark files with "
-                         f"`lrnet predict {landmark_files[0]}`")
     outputs = _plan_outputs(args, args.videos)  # refused before anything heavy is imported
 
     from ..detect import detect_video
@@ -191,6 +185,30 @@ def run_detect(args: argparse.Namespace) -> int:
                 print(f"  wrote {path} ({what})")
         sys.stdout.flush()
     return 1 if failures else 0
+
+
+def _is_landmark_file(path: Path) -> bool:
+    """A .csv/.npy landmark file, or a .txt whose first line holds 136 numbers (a .txt of names is a
+    list of videos to scan)."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".npy"):
+        return True
+    if suffix != ".txt" or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 16).split()
+        return len(first) == 136 and all(_is_number(v) for v in first)
+    except OSError:
+        return False
+
+
+def _is_number(text: bytes) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _write_outputs(result, outputs: Dict[str, Path]) -> List[Tuple[str, Path]]:

@@ -25,17 +25,13 @@ _PLAIN_ONLY = (("visualize", "--visualize"), ("plot", "--plot"), ("json", "--jso
 def add_scan_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scans (VIDEO may be a folder or a list file of paths, one a line)")
     g.add_argument("--report", metavar="FILE.jsonl|FILE.csv",
-                   help="write one line per video to this report as each finishes; a re-run skips the videos "
-                        "it already holds (needed for a folder or list)")
+                   help="one line per video as each finishes; a re-run skips those it holds")
     g.add_argument("-j", "--workers", type=int_range(1, 4096), default=None, metavar="N",
-                   help="scan with N worker processes on this machine (default: 1)")
+                   help="N worker processes on this machine (default: 1)")
     g.add_argument("--scheduler", type=scheduler_address, metavar="local:N|tcp://HOST:8786",
-                   help="scan on Dask: local:N starts N worker processes here; an address uses your cluster "
-                        "(videos, weights and --save-landmarks on a file system every worker sees; needs "
-                        "lrnet[cluster])")
+                   help="scan on Dask: local:N workers here, or your cluster (files every worker sees)")
     g.add_argument("--retries", type=int_range(0, 100), default=2, metavar="N",
-                   help="re-runs of a video whose worker died or whose task crashed (default: 2; content "
-                        "failures such as no face are not retried)")
+                   help="re-runs of a video whose worker died (default: 2; no face is not retried)")
     g.add_argument("--retry-failed", action="store_true",
                    help="also re-run the videos the report holds as failed (their new line wins)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
