@@ -120,7 +120,8 @@ def memory(minutes: float) -> dict:
     samples.append((round(total / fps), round(_rss_mb(), 1)))
     return {"stream_minutes": minutes, "wall_s": round(time.monotonic() - started, 1), "rss_mb_by_stream_second": samples,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "blocks": len(pipe.block_probs[detector.branches[0]]), "segments": pipe.segments}
+            "blocks": sum(lane.blocks for lane in pipe.all_lanes()), "faces": len(pipe.all_lanes()),
+            "segments": pipe.main_lane().segments}
 
 
 def main() -> int:
