@@ -249,6 +249,7 @@ def test_one_past_max_live_is_refused_and_a_vanished_client_frees_its_worker(liv
     async def run() -> set:
         first = LiveClient(live_server, faceless)
         assert (await first.start()).status_code == 201
+        await first.wait_for(lambda e: e.get("type") == "status")  # connected: its close reaches the server
         pids = {session_worker(live_server, first.answer["id"])}
         second = LiveClient(live_server, faceless)
         refused = await second.start()
