@@ -43,6 +43,7 @@ from ..vocab import PathLike
 from .checkpoint import cpu_state, keep_checkpoint, load_checkpoint, mark_finished, restore, write_checkpoint
 from .history import History, write_history
 from .sharing import BranchRNG, CoreShare, Stop, isolated_global_rng, seeded_cpu_state
+from .state import BranchSettings, BranchState
 
 if TYPE_CHECKING:
     from ..datasets import LabelledBlocks
@@ -148,32 +149,6 @@ def _check_sets(train: LabelledBlocks, val: LabelledBlocks, branch: str) -> None
 
 # ------------------------------------------------------------------------------ settings and state
 
-@dataclass
-class BranchSettings:
-    """The resolved settings of one branch's training (explicit arguments over the `TrainConfig`)."""
-
-    branch: str
-    epochs: int
-    lr: float
-    batch_size: int
-    patience: Optional[int]  # epochs without a strictly better val accuracy before stopping; None: off
-    seed: Optional[int]  # None: drawn at start (and recorded in the checkpoint)
-    device: torch.device
-    output: Optional[Path]  # run folder; None: nothing written
-    gru: str  # "fused" or "torch"
-    bf16: bool  # bfloat16 GRU input projections (fused GRU on CPU)
-    val_batch_size: int
-    extra_weights_name: str  # the reference's weights_name_g*: an extra copy of the best weights
-
-    @property
-    def checkpoint_path(self) -> Optional[Path]:
-        return self.output / f"{self.branch}.ckpt" if self.output else None
-
-    @property
-    def weights_path(self) -> Optional[Path]:
-        return self.output / f"{self.branch}.pth" if self.output else None
-
-
 def resolve_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """``cfg.bf16`` with None ("auto") resolved: on for the fused GRU on a CPU with native bfloat16."""
     if cfg.bf16 is not None:
@@ -202,33 +177,6 @@ def resolve_settings(cfg: TrainConfig, branch: str, *, epochs: Optional[int] = N
         raise LrnetError(f"branch {branch}: epochs and batch size must be >= 1 and the learning rate > 0 "
                          f"(got {settings.epochs}, {settings.batch_size}, {settings.lr})")
     return settings
-
-
-@dataclass
-class BranchState:
-    """Everything that changes while a branch trains, and all a checkpoint needs to resume it."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    shuffle: torch.Generator  # batch order
-    dropout: torch.Tensor  # CPU generator state of the branch's dropout stream (swapped in by BranchRNG)
-    seed: int
-    history: History
-    start_epoch: int = 0  # epochs already done (resume)
-    best_state: Optional[Dict[str, torch.Tensor]] = None  # CPU copy of the best weights
-    rng_swap: Optional[BranchRNG] = None  # attached while training on CPU
-    built: bool = True  # the model was built here (not passed in by the caller)
-    pending: Optional[Dict[str, Any]] = None  # the last epoch's checkpoint, not written yet
-    written_at: float = -math.inf  # time.monotonic() of the last checkpoint write
-
-    def rng(self) -> Dict[str, Any]:
-        """The random streams as saved in a checkpoint."""
-        dropout = self.rng_swap.state if self.rng_swap is not None else self.dropout
-        out = {"shuffle": self.shuffle.get_state(), "dropout": dropout}
-        device = next(self.model.parameters()).device
-        if device.type == "cuda":
-            out["cuda"] = torch.cuda.get_rng_state(device)
-        return out
 
 
 def _new_model(model_or_config: Union[nn.Module, ModelConfig, None], cfg: TrainConfig, settings: BranchSettings,

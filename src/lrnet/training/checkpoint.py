@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict
 
 import torch
 from torch import nn
@@ -26,8 +26,7 @@ from ..model import ModelConfig
 from ..runs import save_torch
 from .history import History, write_history
 
-if TYPE_CHECKING:
-    from .branch import BranchSettings, BranchState
+from .state import BranchSettings, BranchState
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_INTERVAL_S", "cpu_state", "keep_checkpoint", "write_checkpoint",
            "load_checkpoint", "restore", "mark_finished"]
