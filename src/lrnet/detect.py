@@ -15,7 +15,7 @@ on the frames, and a plot of the per-block fake probability over time with segme
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 

@@ -46,7 +46,6 @@ import numpy as np
 from .calibration import (BOX_SCALE, NUM_POINTS, BoxFollower, Calibration, FaceBoxes, TrackState, crop_face,
                           normalise, opencv_lk, stable_face_size, to_crop_space, track_step)
 from .detector import Detector
-from .errors import LrnetError
 from .landmarker import Landmarker
 from .scoring import THRESHOLD, merge_branches
 from .segments import FACE, NO_FACE, Segment, StreamSegmenter
@@ -459,12 +458,9 @@ class StreamPipeline:
 
     def _new_lane(self, follower: bool) -> _Lane:
         stats = self.stats if not follower else VideoStats(video=self.name, fps=self.stats.fps)
+        # its row 0 is the current frame: a follower is made after that frame's row was counted
         lane = _Lane(self.next_face, self._tracker(stats, follower), self.rows - (1 if follower else 0),
                      self.detector, self.live, self.options.max_reused, self.collect)
-        if follower:  # created after this frame's row was counted: its row 0 is this frame
-            lane.row_base = self.rows - 1
-        else:
-            lane.row_base = self.rows
         self.next_face += 1
         self.lanes.append(lane)
         return lane
@@ -517,7 +513,7 @@ class StreamPipeline:
             if action == "end":
                 events += self._end_segment(lane, str(detail))
             elif action == "drop":
-                if lane is self.lanes[0] or lane.face == 0:
+                if lane is self.lanes[0]:
                     self.arrival.pop(row.row, None)
                 if row.status == NO_FACE:
                     lane.stats.skipped += 1
@@ -728,10 +724,3 @@ def _region(image: np.ndarray, shape: np.ndarray) -> Tuple[int, int, np.ndarray]
     h, w = image.shape[:2]
     x0, y0 = max(0, int(centre[0]) - half), max(0, int(centre[1]) - half)
     return x0, y0, image[y0:min(h, y0 + 2 * half + 2), x0:min(w, x0 + 2 * half + 2)].copy()
-
-
-def check_frame(frame: Frame, where: str) -> None:
-    """A frame the pipeline can take: a BGR ``(h, w, 3)`` uint8 image (else `LrnetError`)."""
-    image = frame.image
-    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-        raise LrnetError(f"{where}: frame {frame.index} is not a BGR image")

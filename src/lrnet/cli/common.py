@@ -78,6 +78,14 @@ def add_weights_flag(parser: Flags, default: str = DEFAULT_WEIGHTS) -> None:
                              f"G1.h5,G2.h5 (default: {default})")
 
 
+def add_face_flags(parser) -> None:
+    """``--faces all|largest`` and ``--min-face PX`` (detect, watch): which faces are followed."""
+    parser.add_argument("--faces", choices=("all", "largest"), default="all",
+                        help="every face, the verdict being the most suspicious one's (default), or the largest")
+    parser.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
+                        help="other faces must be at least PX pixels tall (default: 80)")
+
+
 def add_branch_flag(parser: Flags) -> None:
     parser.add_argument("-b", "--branch", choices=("g1", "g2", "all"), default="all", metavar="WHICH",
                         help="branch(es) to use: g1, g2 or all (default: all)")

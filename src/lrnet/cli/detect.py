@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 
 from ..vocab import AGGREGATIONS, DEFAULT_AGGREGATION, WRITABLE_VIDEO_SUFFIXES
 from .common import (
+    add_face_flags,
     add_gpu_flag,
     add_operating_flags,
     add_weights_flag,
@@ -47,10 +48,7 @@ def register(sub) -> None:
                    help="resample a video faster than the weights' frame rate to it (default), or keep every frame")
     d.add_argument("--max-reused", type=nonneg_int, default=10, metavar="N",
                    help="more than N frames without landmarks of their own end a segment (default: 10)")
-    d.add_argument("--faces", choices=("all", "largest"), default="all",
-                   help="every face, the verdict being the most suspicious one's (default), or the largest")
-    d.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
-                   help="other faces must be at least PX pixels tall (default: 80)")
+    add_face_flags(d)
     d.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(d)
     add_extract_flags(d)

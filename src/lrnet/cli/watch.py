@@ -17,7 +17,7 @@ import argparse
 import json
 from typing import Any, Dict, Optional, Tuple
 
-from .common import add_gpu_flag, add_operating_flags, add_weights_flag, nonneg_int, positive_float, positive_int
+from .common import add_face_flags, add_gpu_flag, add_operating_flags, add_weights_flag, nonneg_int, positive_float, positive_int
 
 EXIT_ALERT = 3
 
@@ -65,10 +65,7 @@ def register(sub) -> None:
                        help="how block scores become the rolling and final score (default: vote)")
     model.add_argument("--fps-policy", choices=("resample", "keep"), default="resample",
                        help="resample a source faster than the weights' frame rate (default) or keep every frame")
-    model.add_argument("--faces", choices=("all", "largest"), default="all",
-                       help="follow every face (a call's gallery view) or only the largest (default: all)")
-    model.add_argument("--min-face", type=positive_int, default=80, metavar="PX",
-                       help="faces other than the largest must be at least PX pixels tall (default: 80)")
+    add_face_flags(model)
     model.add_argument("--offline", action="store_true", help="never download pretrained weights")
     add_operating_flags(model)
     add_gpu_flag(model)
